@@ -1,0 +1,79 @@
+"""L* = min_W L(W): the floor the paper's plots subtract (loss - L* on a log axis).
+
+l2: the least-squares closed form.  lp (p > 2): damped Newton on the convex objective, started
+from the l2 solution; each output is a separate problem.  xent: L-BFGS (scipy), which may only
+approach an infimum of 0 on separable data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .data import check_data
+from .losses import Lp, evaluate, get_loss
+
+
+def optimal_loss(X, y, loss="l2", tol=1e-13, max_iter=200) -> float:
+    """L* of the depth-1 linear model on (X, y) for the given loss (float64)."""
+    X, Y = check_data(X, y)
+    X = X.astype(np.float64)
+    Y = Y.astype(np.float64)
+    loss = get_loss(loss)
+    W = np.linalg.lstsq(X, Y, rcond=None)[0].T                 # (k, d): the l2 optimum
+    if isinstance(loss, Lp) and loss.p != 2.0:
+        W = np.stack([_newton_lp(X, Y[:, r], W[r], loss, tol, max_iter) for r in range(Y.shape[1])])
+    elif not isinstance(loss, Lp):
+        W = _lbfgs(X, Y, loss, W)
+    return float(evaluate(loss, W[None], X, Y)[0][0])
+
+
+def optimal_weights_lp(X, y, p, tol=1e-13, max_iter=200) -> np.ndarray:
+    """argmin_w (1/m) sum_i |x_i w - y_i|^p / p for one output (Newton); used by the tests."""
+    X, Y = check_data(X, y)
+    w0 = np.linalg.lstsq(X, Y[:, 0], rcond=None)[0]
+    return _newton_lp(X.astype(np.float64), Y[:, 0].astype(np.float64), w0, Lp(p), tol, max_iter)
+
+
+def _newton_lp(X, y, w, loss, tol, max_iter):
+    """Damped Newton with backtracking on f(w) = mean |Xw - y|^p / p (convex, smooth for p >= 2)."""
+    p, m = loss.p, X.shape[0]
+
+    def f(w):
+        return np.mean(np.abs(X @ w - y) ** p) / p
+
+    value = f(w)
+    for _ in range(max_iter):
+        r = X @ w - y
+        a = np.abs(r)
+        grad = X.T @ (a ** (p - 2) * r) / m
+        curv = (p - 1) * a ** (p - 2) / m
+        H = (X * curv[:, None]).T @ X
+        H += 1e-14 * np.trace(H) / len(w) * np.eye(len(w))  # lp Hessians go singular at r = 0
+        step = np.linalg.solve(H, grad)
+        t = 1.0
+        while t > 1e-12:
+            cand = w - t * step
+            new = f(cand)
+            if new <= value - 1e-4 * t * grad @ step or new <= value:
+                break
+            t *= 0.5
+        else:
+            break
+        decrease = value - new
+        w, value = cand, new
+        if decrease <= tol * max(value, 1e-300):
+            break
+    return w
+
+
+def _lbfgs(X, Y, loss, W0):
+    from scipy.optimize import minimize
+
+    k, d = W0.shape
+
+    def fun(w):
+        values, G = evaluate(loss, w.reshape(1, k, d), X, Y)
+        return float(values[0]), G.ravel()
+
+    res = minimize(fun, np.zeros(k * d), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-10})
+    return res.x.reshape(k, d)

@@ -1,0 +1,170 @@
+"""Result of train(): loss curves, divergence, final end-to-end matrices, and what to do with them."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config
+
+_FORMAT = "gpulinear.Result/1"
+# Config fields that name a model; best() picks the lr (and other hyperparameters) within each.
+MODEL_FIELDS = ("depth", "width", "init", "init_scale", "parameterization", "optimizer", "loss",
+                "weight_decay", "seed")
+
+
+@dataclass
+class Result:
+    """configs: list[Config] (n); steps (r,) recorded steps; loss (n, r) training loss there;
+    diverged_at (n,) step of divergence or -1; end_to_end (n, k, d) final W_e (frozen ones: at
+    divergence); steps_to_target (n,) first step with loss <= target, -1 if never (None without
+    a target)."""
+
+    configs: list
+    steps: np.ndarray
+    loss: np.ndarray
+    diverged_at: np.ndarray
+    end_to_end: np.ndarray
+    steps_to_target: np.ndarray | None = None
+    target: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """(n,) bool: the config was flagged and frozen."""
+        return self.diverged_at >= 0
+
+    @property
+    def final_loss(self) -> np.ndarray:
+        """(n,) loss at the last recorded step (inf for diverged configs)."""
+        return np.where(self.diverged, np.inf, self.loss[:, -1])
+
+    @property
+    def best_loss(self) -> np.ndarray:
+        """(n,) lowest finite recorded loss."""
+        return np.nanmin(np.where(np.isfinite(self.loss), self.loss, np.nan), axis=1,
+                         initial=np.inf, where=np.isfinite(self.loss))
+
+    def records(self) -> list[dict]:
+        """One dict per config: its fields plus final/best loss, diverged_at, steps_to_target."""
+        rows = []
+        for i, cfg in enumerate(self.configs):
+            row = cfg.to_dict()
+            row.update(final_loss=float(self.final_loss[i]), best_loss=float(self.best_loss[i]),
+                       diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]))
+            if self.steps_to_target is not None:
+                row["steps_to_target"] = int(self.steps_to_target[i])
+            rows.append(row)
+        return rows
+
+    def table(self):
+        """records() as a pandas DataFrame when pandas is installed, else the list of dicts."""
+        try:
+            import pandas as pd
+        except ImportError:
+            return self.records()
+        return pd.DataFrame(self.records())
+
+    def subset(self, indices) -> "Result":
+        """A Result holding only the configs at `indices` (in that order)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return Result(configs=[self.configs[i] for i in idx], steps=self.steps.copy(),
+                      loss=self.loss[idx], diverged_at=self.diverged_at[idx],
+                      end_to_end=self.end_to_end[idx],
+                      steps_to_target=None if self.steps_to_target is None
+                      else self.steps_to_target[idx],
+                      target=None if self.target is None else self.target[idx], meta=dict(self.meta))
+
+    def best(self, by="final_loss", group=None) -> "Result":
+        """The best config of each model: the paper's per-model "fastest convergence" lr choice.
+
+        group: Config fields that name a model (default: MODEL_FIELDS, i.e. everything but lr and
+        the optimizer hyperparameters); by: "final_loss", "best_loss", "auc" (mean log10 loss over
+        the records, rewards being low early as well as late) or "steps_to_target" (ties broken by
+        final loss).  Diverged configs are chosen only when nothing else is left in a group.
+        """
+        group = MODEL_FIELDS if group is None else tuple(group)
+        known = {f for f in Config.__dataclass_fields__}
+        bad = [g for g in group if g not in known]
+        if bad:
+            raise ValueError(f"group: unknown Config field(s) {bad}")
+        score = self._score(by)
+        chosen: dict = {}
+        for i, cfg in enumerate(self.configs):
+            key = tuple(_hashable(getattr(cfg, g)) for g in group)
+            if key not in chosen or score[i] < score[chosen[key]]:
+                chosen[key] = i
+        return self.subset(sorted(chosen.values()))
+
+    def _score(self, by):
+        """Sort keys per config, lower is better; a diverged config sorts after every live one."""
+        if by == "final_loss":
+            return [(bool(a), float(b)) for a, b in zip(self.diverged, self.loss[:, -1])]
+        if by == "best_loss":
+            return [(bool(a), float(b)) for a, b in zip(self.diverged, self.best_loss)]
+        if by == "auc":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                auc = np.nanmean(np.log10(np.where(self.loss > 0, self.loss, np.nan)), axis=1)
+            return [(bool(a), float(b)) for a, b in zip(self.diverged, auc)]
+        if by == "steps_to_target":
+            if self.steps_to_target is None:
+                raise ValueError("by='steps_to_target' needs train(..., target=...)")
+            never = self.steps_to_target < 0
+            reach = np.where(never, np.inf, self.steps_to_target)
+            return [(bool(a), float(s), float(f))
+                    for a, s, f in zip(self.diverged, reach, self.loss[:, -1])]
+        raise ValueError(f"by: unknown {by!r}; use 'final_loss', 'best_loss', 'auc' or "
+                         "'steps_to_target'")
+
+    # -- persistence: npz for arrays, json for configs and metadata, never pickle -------------
+    def save(self, path) -> Path:
+        """Write `path`.npz (arrays) and `path`.json (configs, meta); returns the .npz path."""
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        base.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"steps": self.steps, "loss": self.loss, "diverged_at": self.diverged_at,
+                  "end_to_end": self.end_to_end}
+        if self.steps_to_target is not None:
+            arrays["steps_to_target"] = self.steps_to_target
+            arrays["target"] = self.target
+        np.savez_compressed(base.with_suffix(".npz"), **arrays)
+        doc = {"format": _FORMAT, "configs": [c.to_dict() for c in self.configs],
+               "meta": self.meta}
+        base.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=_json_default))
+        return base.with_suffix(".npz")
+
+    @classmethod
+    def load(cls, path) -> "Result":
+        base = Path(path)
+        if base.suffix in (".npz", ".json"):
+            base = base.with_suffix("")
+        doc = json.loads(base.with_suffix(".json").read_text())
+        if doc.get("format") != _FORMAT:
+            raise ValueError(f"{base.with_suffix('.json')} is not a saved gpulinear Result")
+        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        return cls(configs=[Config.from_dict(c) for c in doc["configs"]], meta=doc["meta"],
+                   **arrays)
+
+    def plot(self, ax=None, optimal=0.0, labels=None, title=None, path=None):
+        """Loss - L* on a log axis against iteration, one curve per config (like the paper's
+        figures); diverged configs end at their divergence step with an x.  Returns the Axes."""
+        from .plot import plot_curves
+        return plot_curves(self, ax=ax, optimal=optimal, labels=labels, title=title, path=path)
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a Result's json")
