@@ -222,7 +222,8 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
               lambda params: AdadeltaState(_zeros(params), _zeros(params), _count(params)),
               _adadelta_update),
     Optimizer("adam", {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
-              lambda params: AdamState(_zeros(params), _zeros(params), _count(params)), _adam_update),
+              lambda params: AdamState(_zeros(params), _zeros(params), _count(params)),
+              _adam_update),
     Optimizer("rmsprop", {"lr": 1e-2, "weight_decay": 0.0, "alpha": 0.99, "eps": 1e-8,
                           "momentum": 0.0, "centered": 0.0},
               lambda params: RMSpropState(_zeros(params), _zeros(params), _zeros(params),
@@ -235,7 +236,8 @@ def get_optimizer(name: str) -> Optimizer:
     try:
         return OPTIMIZERS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"optimizer: unknown {name!r}; choose one of {tuple(OPTIMIZERS)}") from None
+        raise ValueError(
+            f"optimizer: unknown {name!r}; choose one of {tuple(OPTIMIZERS)}") from None
 
 
 # name -> (ok(value), what the value must be)
