@@ -4,8 +4,10 @@ Plan: configs are grouped into buckets of identical shapes (depth, widths, loss,
 parameterization); each bucket holds its weights stacked as (B, n_j, n_{j-1}).  All buckets write
 their end-to-end matrices into ONE buffer We (C, k, d) (C = all configs of the call), so each of
 the two passes over X is one GEMM over every config of the call, whatever its depth:
-    Z = We X^T  (C*k, m)      G = l'(Z - Y) X / m  (C*k, d)
-Everything else per step is O(C k d) work on small arrays.  Buffers are allocated once; the loop
+    R = [We, -I] [X, Y]^T  (C*k, m)      G = l'(R) [X, Y] / m  (C*k, d + k; the first d used)
+The targets ride along as k extra columns of X, so the residual R = We X^T - Y comes out of the
+GEMM and no separate pass over (C, k, m) subtracts Y (lp losses; xent gets 0 there and sees the
+logits).  Everything else per step is O(C k d) work on small arrays.  Buffers are allocated once; the loop
 never syncs with the host except at log points (on the CUDA backend the log, the divergence flags
 and steps-to-target all stay on the device).
 """
@@ -96,18 +98,23 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         import cupy as xp
     else:
         xp = np
-    Xd = xp.asarray(X64, dtype=dt)
-    Yt = xp.ascontiguousarray(xp.asarray(Y64, dtype=dt).T)      # (k, m)
     m, d = X64.shape
     k = Y64.shape[1]
     C = len(configs)
+    Xa = xp.asarray(np.hstack([X64, Y64]), dtype=dt)            # (m, d + k): [X, Y]
+    Yt = xp.ascontiguousarray(xp.asarray(Y64, dtype=dt).T)      # (k, m), for xent only
 
     buckets = _build_buckets(configs, loss, d, k, dt, xp)
-    We = xp.zeros((C, k, d), dtype=dt)
+    Wa = xp.zeros((C, k, d + k), dtype=dt)                      # [We, -I] per config
+    We = Wa[:, :, :d]                                           # (C, k, d) view
+    for b in buckets:
+        if b.loss.residual:
+            Wa[b.rows, :, d:] = -xp.eye(k, dtype=dt)
     Z = xp.empty((C, k, m), dtype=dt)
     D = xp.empty_like(Z)
     work = xp.empty_like(Z)
-    G = xp.empty((C, k, d), dtype=dt)
+    Ga = xp.empty((C, k, d + k), dtype=dt)
+    G = Ga[:, :, :d]                                            # (C, k, d) view: dL/dW_e
     values = xp.empty(C, dtype=dt)
     rows_of = np.concatenate([b.index for b in buckets])        # buffer row -> config position
     rec_steps = record_steps(steps, log_every)
@@ -125,10 +132,11 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     errstate.__enter__()
     while True:
         prefixes = _forward(buckets, We)
-        xp.matmul(We.reshape(C * k, d), Xd.T, out=Z.reshape(C * k, m))
+        xp.matmul(Wa.reshape(C * k, d + k), Xa.T, out=Z.reshape(C * k, m))
         for b in buckets:
-            values[b.rows] = b.loss.value_and_grad(Z[b.rows], Yt, D[b.rows], work[b.rows])
-        xp.matmul(D.reshape(C * k, m), Xd, out=G.reshape(C * k, d))
+            values[b.rows] = b.loss.value_and_grad(Z[b.rows], None if b.loss.residual else Yt,
+                                                   D[b.rows], work[b.rows])
+        xp.matmul(D.reshape(C * k, m), Xa, out=Ga.reshape(C * k, d + k))
         G *= 1.0 / m
 
         healthy = xp.isfinite(values) & (values <= limit) & xp.isfinite(We).all(axis=(1, 2))
@@ -149,8 +157,9 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
             bar.update(t)
         if t == steps:
             break
+        all_alive = xp is np and bool(alive.all())   # NumPy: skip the masking; CuPy: never sync
         for b in buckets:
-            _update(b, G[b.rows], prefixes[id(b)], alive[b.rows])
+            _update(b, G[b.rows], prefixes[id(b)], None if all_alive else alive[b.rows])
         t += 1
     errstate.__exit__(None, None, None)
     bar.close()
@@ -214,8 +223,11 @@ def _update(b: Bucket, G, prefixes, alive):
     else:
         grads = [G] if b.depth == 1 else layer_gradients(b.params, G, prefixes)
         new_params, new_state = b.optimizer.update(grads, b.state, b.params, b.hyper)
-    b.params = _select(alive, new_params, b.params)
-    b.state = _select(alive, new_state, b.state)
+    if alive is None:       # every config of the call is alive
+        b.params, b.state = new_params, new_state
+    else:
+        b.params = _select(alive, new_params, b.params)
+        b.state = _select(alive, new_state, b.state)
 
 
 def _select(alive, new, old):

@@ -27,6 +27,8 @@ class Lp:
         self.p = float(p)
         self.name = f"l{self.p:g}"
 
+    residual = True      # a function of Z - Y only: train() folds -Y into its forward GEMM
+
     def __repr__(self):
         return f"Lp({self.p:g})"
 
@@ -39,12 +41,13 @@ class Lp:
     def value_and_grad(self, Z, Yt, out, work):
         """Per-config loss (B,) of predictions Z (B, k, m) against Yt (k, m).
 
-        Overwrites Z with the residual R = Z - Y; fills out (B, k, m) with l'(R) = |R|^(p-2) R;
+        Overwrites Z with the residual R = Z - Y (Yt=None: Z already is the residual, as when
+        train() folds -Y into its GEMM); fills out (B, k, m) with l'(R) = |R|^(p-2) R;
         `work` is a (B, k, m) scratch buffer.
         """
         xp = array_namespace(Z)
         m = Z.shape[-1]
-        R = xp.subtract(Z, Yt, out=Z)
+        R = Z if Yt is None else xp.subtract(Z, Yt, out=Z)
         if self.p == 2.0:
             out[...] = R
             total = xp.einsum("bkm,bkm->b", R, R)
@@ -65,6 +68,7 @@ class SoftmaxCrossEntropy:
 
     name = "xent"
     p = None
+    residual = False     # train() must not fold -Y into the logits
 
     def __repr__(self):
         return "SoftmaxCrossEntropy()"
