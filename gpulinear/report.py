@@ -186,3 +186,60 @@ def _plain(obj):
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+# -- helpers the experiment scripts share ----------------------------------------------------
+
+def ethanol_problem(preprocess: str = "zscore"):
+    """(X, y) of the bundled Ethanol data under a named preprocessing (ETHANOL_PREPROCESSINGS)."""
+    from .datasets import ETHANOL_PREPROCESSINGS, ethanol
+    if preprocess not in ETHANOL_PREPROCESSINGS:
+        raise ValueError(f"preprocess: unknown {preprocess!r}; choose one of "
+                         f"{list(ETHANOL_PREPROCESSINGS)}")
+    return ethanol(**ETHANOL_PREPROCESSINGS[preprocess])
+
+
+def optimal_losses(X, y, losses) -> dict:
+    """{loss name: L*} for the given loss names."""
+    from .optimum import optimal_loss
+    return {name: optimal_loss(X, y, name) for name in losses}
+
+
+def gaps_at(result, optimal, at_steps) -> np.ndarray:
+    """(n, len(at_steps)) loss - L* at the recorded steps nearest to `at_steps` (inf if diverged
+    by then)."""
+    idx = [int(np.argmin(np.abs(result.steps - s))) for s in at_steps]
+    gap = result.loss[:, idx] - np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
+    dead = result.diverged[:, None] & (result.steps[idx][None, :] >= result.diverged_at[:, None])
+    return np.where(dead | ~np.isfinite(gap), np.inf, gap)
+
+
+def fmt(x) -> str:
+    """A number for a report cell: 3 significant digits, 'never'/'diverged' for -1/inf."""
+    if isinstance(x, (int, np.integer)):
+        return "never" if x < 0 else f"{int(x):,}"
+    if not np.isfinite(x):
+        return "diverged"
+    return f"{x:.3g}"
+
+
+def best_per_model(result, optimal, group, eps_levels=(), at_steps=()) -> list[dict]:
+    """For each model (configs equal in `group` fields), the lr with the fastest convergence —
+    the lowest mean log10(loss - L*) over the run, which rewards getting low early as well as
+    late — and its numbers: lr, final gap, gaps at `at_steps`, steps to reach L* + eps."""
+    opt = np.asarray(optimal, dtype=float)
+    best = result.best(by="auc", group=group, optimal=opt)
+    idx = [result.configs.index(c) for c in best.configs]
+    gaps = gaps_at(result.subset(idx), opt[idx] if opt.ndim else opt,
+                   list(at_steps) + [result.steps[-1]])
+    rows = []
+    for n, i in enumerate(idx):
+        cfg = result.configs[i]
+        gap = result.loss[i] - (opt[i] if opt.ndim else opt)
+        reach = steps_to_reach(result.steps, gap[None], eps_levels)[0] if len(eps_levels) else []
+        rows.append({"config_index": i, **{g: getattr(cfg, g) for g in group}, "lr": cfg.lr,
+                     "optimizer": cfg.optimizer, "diverged": bool(result.diverged[i]),
+                     "final_gap": float(gaps[n, -1]),
+                     "gap_at": {int(s): float(v) for s, v in zip(at_steps, gaps[n, :-1])},
+                     "steps_to_eps": {str(e): int(r) for e, r in zip(eps_levels, reach)}})
+    return rows

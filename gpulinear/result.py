@@ -77,20 +77,21 @@ class Result:
                       else self.steps_to_target[idx],
                       target=None if self.target is None else self.target[idx], meta=dict(self.meta))
 
-    def best(self, by="final_loss", group=None) -> "Result":
+    def best(self, by="final_loss", group=None, optimal=0.0) -> "Result":
         """The best config of each model: the paper's per-model "fastest convergence" lr choice.
 
         group: Config fields that name a model (default: MODEL_FIELDS, i.e. everything but lr and
         the optimizer hyperparameters); by: "final_loss", "best_loss", "auc" (mean log10 loss over
         the records, rewards being low early as well as late) or "steps_to_target" (ties broken by
         final loss).  Diverged configs are chosen only when nothing else is left in a group.
+        optimal: L* (a number or one per config) subtracted before "auc" takes the log.
         """
         group = MODEL_FIELDS if group is None else tuple(group)
         known = {f for f in Config.__dataclass_fields__}
         bad = [g for g in group if g not in known]
         if bad:
             raise ValueError(f"group: unknown Config field(s) {bad}")
-        score = self._score(by)
+        score = self._score(by, optimal)
         chosen: dict = {}
         for i, cfg in enumerate(self.configs):
             key = tuple(_hashable(getattr(cfg, g)) for g in group)
@@ -98,15 +99,16 @@ class Result:
                 chosen[key] = i
         return self.subset(sorted(chosen.values()))
 
-    def _score(self, by):
+    def _score(self, by, optimal=0.0):
         """Sort keys per config, lower is better; a diverged config sorts after every live one."""
         if by == "final_loss":
             return [(bool(a), float(b)) for a, b in zip(self.diverged, self.loss[:, -1])]
         if by == "best_loss":
             return [(bool(a), float(b)) for a, b in zip(self.diverged, self.best_loss)]
         if by == "auc":
+            gap = self.loss - np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
             with np.errstate(divide="ignore", invalid="ignore"):
-                auc = np.nanmean(np.log10(np.where(self.loss > 0, self.loss, np.nan)), axis=1)
+                auc = np.nanmean(np.log10(np.where(gap > 0, gap, np.nan)), axis=1)
             return [(bool(a), float(b)) for a, b in zip(self.diverged, auc)]
         if by == "steps_to_target":
             if self.steps_to_target is None:

@@ -1,0 +1,87 @@
+"""Figure 5-left: depth 1 vs depths 4 and 8, near-zero (std 0.01) vs identity init, l4.
+
+Paper: "with standard, near-zero initialization, the depth-4 network starts making visible
+progress only after about 65K iterations, whereas the depth-8 network seems stuck even after
+100K iterations. In contrast, under identity initialization, both networks immediately make
+progress, and again depth serves as an implicit accelerator."
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import gpulinear as gl
+from gpulinear.report import (best_per_model, ethanol_problem, fmt, optimal_losses, save_json,
+                              verdict)
+
+NAME = "fig5_left"
+TITLE = "Depths 4 and 8: near-zero init stalls, identity init moves and accelerates (Fig 5-left)"
+# "Visible progress" (rule fixed before any run): L - L* below 90% of its value at step 0.
+PROGRESS = 0.9
+
+
+def first_progress(steps, gap):
+    """First recorded step with gap < PROGRESS * gap[0]; -1 if never."""
+    hit = np.isfinite(gap) & (gap < PROGRESS * gap[0])
+    return int(steps[np.argmax(hit)]) if hit.any() else -1
+
+
+def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False, seed: int = 0):
+    out = Path(out)
+    steps = 300 if tiny else (10_000 if quick else 100_000)
+    lrs = [1e-3, 1e-2] if tiny else list(gl.LR_GRID)
+    X, y = ethanol_problem("zscore")
+    lstar = optimal_losses(X, y, ["l4"])["l4"]
+    cfgs = (gl.grid(depth=1, lr=lrs, seed=seed)
+            + gl.grid(depth=[4, 8], init=["normal", "identity"], lr=lrs, seed=seed))
+    res = gl.train(X, y, cfgs, loss="l4", steps=steps, log_every=max(1, steps // 400),
+                   backend=backend)
+    res.save(out / "fig5_left")
+    rows = best_per_model(res, lstar, ["depth", "init"], (0.1, 0.03, 0.01))
+    for r in rows:
+        r["first_progress"] = first_progress(res.steps, res.loss[r["config_index"]] - lstar)
+        r["progress_any_lr"] = max(
+            (first_progress(res.steps, res.loss[i] - lstar) for i, c in enumerate(cfgs)
+             if c.depth == r["depth"] and c.init == r["init"] and not res.diverged[i]),
+            key=lambda s: (s >= 0, -s), default=-1)
+    by = {(r["depth"], r["init"]): r for r in rows}
+    d1 = by[(1, "normal")]
+    z4, z8, i4, i8 = by[(4, "normal")], by[(8, "normal")], by[(4, "identity")], by[(8, "identity")]
+    idx = [r["config_index"] for r in rows]
+    res.subset(idx).plot(optimal=lstar, path=out / "fig5_left.png", title="l4, best lr per model",
+                         labels=[f"depth {res.configs[i].depth}, {res.configs[i].init} init, lr "
+                                 f"{res.configs[i].lr:g}" for i in idx])
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    stalls = (z4["progress_any_lr"] < 0 or z4["progress_any_lr"] > steps // 10) and \
+        z8["progress_any_lr"] < 0
+    moves = 0 <= i4["first_progress"] <= steps // 100 and 0 <= i8["first_progress"] <= steps // 100
+    faster = i4["final_gap"] < d1["final_gap"] and i8["final_gap"] < d1["final_gap"]
+    claims = [
+        {"claim": "with standard, near-zero initialization, the depth-4 network starts making "
+                  "visible progress only after about 65K iterations, whereas the depth-8 network "
+                  "seems stuck even after 100K iterations",
+         "measured": f"first visible progress (L - L* < 90% of start) within {steps:,} steps, "
+                     f"earliest over live lrs: depth 4 at {fmt(z4['progress_any_lr'])}, depth 8 at "
+                     f"{fmt(z8['progress_any_lr'])}",
+         "verdict": verdict(stalls and steps >= 100_000, stalls)},
+        {"claim": "under identity initialization, both networks immediately make progress, and "
+                  "again depth serves as an implicit accelerator",
+         "measured": f"identity init: first progress at step {fmt(i4['first_progress'])} (depth 4)"
+                     f", {fmt(i8['first_progress'])} (depth 8); final L - L* depth 1 "
+                     f"{fmt(d1['final_gap'])}, depth 4 {fmt(i4['final_gap'])}, depth 8 "
+                     f"{fmt(i8['final_gap'])}",
+         "verdict": verdict(moves and faster, moves or faster)},
+    ]
+    return save_json(out, NAME, {
+        "claims": claims, "figures": ["fig5_left.png"], "best": rows, "optimal_loss": lstar,
+        "setup": f"Ethanol z-scored, l4, GD, width 1, lr grid per model, {steps:,} steps "
+                 f"(the paper ran 100k; in quick mode the 65k-step claim can only be checked as "
+                 f"'no progress within the run')."})
+
+
+if __name__ == "__main__":
+    from gpulinear.report import experiment_cli
+    sys.exit(experiment_cli(sys.modules[__name__]))
