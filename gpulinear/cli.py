@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     rp.add_argument("--full", action="store_true", help="paper-length runs (default on a GPU)")
     rp.add_argument("--out", default="runs/reproduce")
     rp.add_argument("--backend", default="auto")
+    rp.add_argument("--tiny", action="store_true", help="seconds-long smoke runs (CI)")
     rp.add_argument("--list", action="store_true", help="list the experiments and exit")
 
     args = parser.parse_args(argv)

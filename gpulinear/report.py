@@ -130,7 +130,8 @@ def reproduce_main(args) -> int:
         print(f"== {name} ({'quick' if quick else 'full'}) ...", flush=True)
         try:
             module = load_experiment(name)
-            data = module.run(out / name, quick=quick, backend=args.backend)
+            data = module.run(out / name, quick=quick, backend=args.backend,
+                              tiny=getattr(args, "tiny", False))
             status = data.get("skipped") or "ran"
         except ModuleNotFoundError as exc:    # an optional extra (torch) is not installed
             module, data = None, {"claims": []}
@@ -141,17 +142,17 @@ def reproduce_main(args) -> int:
         wall = time.perf_counter() - start
         print(f"   {status} in {wall:.0f} s", flush=True)
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
-    report = _render(sections, quick, args.backend)
+    report = _render(sections, quick, args.backend, getattr(args, "tiny", False))
     (out / "REPORT.md").write_text(report)
     print(f"wrote {out / 'REPORT.md'}")
     return 0 if all(not s[3].startswith("failed") for s in sections) else 1
 
 
-def _render(sections, quick, backend) -> str:
+def _render(sections, quick, backend, tiny=False) -> str:
     from . import __version__
     from .backend import resolve_backend
     lines = [f"# Reproducing Arora, Cohen & Hazan (ICML 2018) with gpulinear {__version__}", "",
-             f"Mode: {'quick (shortened runs; see each experiment)' if quick else 'full length'}; "
+             f"Mode: {'TINY smoke run (numbers mean nothing)' if tiny else 'quick (shortened runs; see each experiment)' if quick else 'full length'}; "
              f"backend: {resolve_backend(backend)}; date: {time.strftime('%Y-%m-%d %H:%M')}.", "",
              "| experiment | claim (paper) | measured | verdict |", "|---|---|---|---|"]
     for name, title, data, status, wall in sections:
