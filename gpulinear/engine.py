@@ -13,10 +13,14 @@ and steps-to-target all stay on the device).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,7 +72,8 @@ def record_steps(steps: int, log_every: int) -> np.ndarray:
 
 
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
-          target=None, stop_at_target=False, diverge_above=None, progress=None) -> Result:
+          target=None, stop_at_target=False, diverge_above=None, progress=None,
+          checkpoint=None, checkpoint_every=1000, resume=False) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
@@ -78,105 +83,199 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     `diverge_above`, is flagged, frozen at its last weights and never touches another config.
     `target` (a float, or one per config) gives `steps_to_target`, the first step whose loss is
     <= target; with stop_at_target=True training ends at the first log point where every live
-    config has reached it.
+    config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
+    every `checkpoint_every` steps and at the end, and resume=True continues from it (on the
+    NumPy backend a resumed run equals an uninterrupted one exactly).
     """
     configs = _check_configs(configs)
     steps = _check_count("steps", steps, 0)
     log_every = _check_count("log_every", log_every, 1)
+    checkpoint_every = _check_count("checkpoint_every", checkpoint_every, 1)
     loss = get_loss(loss)
-    for cfg in configs:
-        if cfg.loss is None and loss is None:
-            raise ValueError("loss: give train(loss=...) or set Config.loss")
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
     X64, Y64 = check_data(X, y)
     if diverge_above is not None and not (diverge_above > 0):
         raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
     targets = _check_target(target, len(configs))
-
     if which == "cuda":
         import cupy as xp
     else:
         xp = np
-    m, d = X64.shape
-    k = Y64.shape[1]
-    C = len(configs)
-    Xa = xp.asarray(np.hstack([X64, Y64]), dtype=dt)            # (m, d + k): [X, Y]
-    Yt = xp.ascontiguousarray(xp.asarray(Y64, dtype=dt).T)      # (k, m), for xent only
-
-    buckets = _build_buckets(configs, loss, d, k, dt, xp)
-    Wa = xp.zeros((C, k, d + k), dtype=dt)                      # [We, -I] per config
-    We = Wa[:, :, :d]                                           # (C, k, d) view
-    for b in buckets:
-        if b.loss.residual:
-            Wa[b.rows, :, d:] = -xp.eye(k, dtype=dt)
-    Z = xp.empty((C, k, m), dtype=dt)
-    D = xp.empty_like(Z)
-    work = xp.empty_like(Z)
-    Ga = xp.empty((C, k, d + k), dtype=dt)
-    G = Ga[:, :, :d]                                            # (C, k, d) view: dL/dW_e
-    values = xp.empty(C, dtype=dt)
-    rows_of = np.concatenate([b.index for b in buckets])        # buffer row -> config position
-    rec_steps = record_steps(steps, log_every)
-    log = xp.full((C, len(rec_steps)), np.nan, dtype=dt)
-    alive = xp.ones(C, dtype=bool)
-    diverged_at = xp.full(C, -1, dtype=np.int64)
-    target_dev = None if targets is None else xp.asarray(targets[rows_of], dtype=dt)
-    reached_at = xp.full(C, -1, dtype=np.int64)
-    limit = math.inf if diverge_above is None else float(diverge_above)
+    run = _Run(xp, X64, Y64, configs, loss, dt, record_steps(steps, log_every), targets,
+               math.inf if diverge_above is None else float(diverge_above))
+    fingerprint = None
+    if checkpoint is not None:
+        fingerprint = _fingerprint(X64, Y64, configs, loss, dt, steps, log_every, targets,
+                                   diverge_above, stop_at_target)
+        if resume and Path(checkpoint).exists():
+            run.load(checkpoint, fingerprint)
+    elif resume:
+        raise ValueError("resume=True needs checkpoint=<path>")
     bar = _Progress(steps, progress)
-
-    n_rec = 0
-    t = 0
-    errstate = np.errstate(over="ignore", invalid="ignore", divide="ignore")  # divergence is handled
-    errstate.__enter__()
-    while True:
-        prefixes = _forward(buckets, We)
-        xp.matmul(Wa.reshape(C * k, d + k), Xa.T, out=Z.reshape(C * k, m))
-        for b in buckets:
-            values[b.rows] = b.loss.value_and_grad(Z[b.rows], None if b.loss.residual else Yt,
-                                                   D[b.rows], work[b.rows])
-        xp.matmul(D.reshape(C * k, m), Xa, out=Ga.reshape(C * k, d + k))
-        G *= 1.0 / m
-
-        healthy = xp.isfinite(values) & (values <= limit) & xp.isfinite(We).all(axis=(1, 2))
-        newly_dead = alive & ~healthy
-        diverged_at[newly_dead] = t
-        alive &= healthy
-        if target_dev is not None:
-            hit = (values <= target_dev) & (reached_at < 0) & alive
-            reached_at[hit] = t
-        if n_rec < len(rec_steps) and t == rec_steps[n_rec]:
-            log[:, n_rec] = values
-            n_rec += 1
-            if stop_at_target and target_dev is not None and t < steps \
-                    and bool(((reached_at >= 0) | ~alive).all()):   # the one host sync: at log points
-                rec_steps = rec_steps[:n_rec]
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is handled
+        while True:
+            if checkpoint is not None and run.t % checkpoint_every == 0 and run.t > run.started:
+                run.save(checkpoint, fingerprint)
+            done = run.step(steps, stop_at_target)
+            if run.t % 256 == 0 or done:
+                bar.update(run.t)
+            if done:
                 break
-        if t % 256 == 0:
-            bar.update(t)
-        if t == steps:
-            break
-        all_alive = xp is np and bool(alive.all())   # NumPy: skip the masking; CuPy: never sync
-        for b in buckets:
-            _update(b, G[b.rows], prefixes[id(b)], None if all_alive else alive[b.rows])
-        t += 1
-    errstate.__exit__(None, None, None)
     bar.close()
+    if checkpoint is not None:
+        run.save(checkpoint, fingerprint)
+    return run.result(configs, targets, {
+        "loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
+        "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every, "steps_requested": steps,
+        "diverge_above": diverge_above})
 
-    order = np.argsort(rows_of)                                   # buffer rows -> user order
-    return Result(
-        configs=configs,
-        steps=rec_steps.copy(),
-        loss=to_numpy(log[:, :len(rec_steps)]).astype(np.float64)[order],
-        diverged_at=to_numpy(diverged_at)[order],
-        end_to_end=to_numpy(We).astype(np.float64)[order],
-        steps_to_target=None if targets is None else to_numpy(reached_at)[order],
-        target=targets,
-        meta={"loss": loss.name, "backend": which, "dtype": dt.name, "m": m, "d": d, "k": k,
-              "log_every": log_every, "steps_requested": steps,
-              "diverge_above": diverge_above},
-    )
+
+class _Run:
+    """The device state of one train() call and its step; everything a checkpoint holds."""
+
+    def __init__(self, xp, X64, Y64, configs, loss, dt, rec_steps, targets, limit):
+        m, d = X64.shape
+        k = Y64.shape[1]
+        C = len(configs)
+        self.xp, self.m, self.d, self.k, self.C, self.limit = xp, m, d, k, C, limit
+        self.Xa = xp.asarray(np.hstack([X64, Y64]), dtype=dt)            # (m, d + k): [X, Y]
+        self.Yt = xp.ascontiguousarray(xp.asarray(Y64, dtype=dt).T)      # (k, m), for xent only
+        self.buckets = _build_buckets(configs, loss, d, k, dt, xp)
+        self.Wa = xp.zeros((C, k, d + k), dtype=dt)                      # [We, -I] per config
+        self.We = self.Wa[:, :, :d]                                      # (C, k, d) view
+        for b in self.buckets:
+            if b.loss.residual:
+                self.Wa[b.rows, :, d:] = -xp.eye(k, dtype=dt)
+        self.Z = xp.empty((C, k, m), dtype=dt)
+        self.D = xp.empty_like(self.Z)
+        self.work = xp.empty_like(self.Z)
+        self.Ga = xp.empty((C, k, d + k), dtype=dt)
+        self.G = self.Ga[:, :, :d]                                       # (C, k, d): dL/dW_e
+        self.values = xp.empty(C, dtype=dt)
+        self.rows_of = np.concatenate([b.index for b in self.buckets])   # buffer row -> config
+        self.rec_steps = rec_steps
+        self.log = xp.full((C, len(rec_steps)), np.nan, dtype=dt)
+        self.alive = xp.ones(C, dtype=bool)
+        self.diverged_at = xp.full(C, -1, dtype=np.int64)
+        self.target = None if targets is None else xp.asarray(targets[self.rows_of], dtype=dt)
+        self.reached_at = xp.full(C, -1, dtype=np.int64)
+        self.t = self.n_rec = self.started = 0
+
+    def step(self, steps, stop_at_target) -> bool:
+        """Loss and gradient at step t, health, log; then the update to t + 1.  True when done."""
+        xp, C, k, d, m = self.xp, self.C, self.k, self.d, self.m
+        t = self.t
+        prefixes = _forward(self.buckets, self.We)
+        xp.matmul(self.Wa.reshape(C * k, d + k), self.Xa.T, out=self.Z.reshape(C * k, m))
+        for b in self.buckets:
+            self.values[b.rows] = b.loss.value_and_grad(
+                self.Z[b.rows], None if b.loss.residual else self.Yt, self.D[b.rows],
+                self.work[b.rows])
+        xp.matmul(self.D.reshape(C * k, m), self.Xa, out=self.Ga.reshape(C * k, d + k))
+        self.G *= 1.0 / m
+
+        values, alive = self.values, self.alive
+        healthy = xp.isfinite(values) & (values <= self.limit) & xp.isfinite(self.We).all(axis=(1, 2))
+        self.diverged_at[alive & ~healthy] = t
+        alive &= healthy
+        if self.target is not None:
+            self.reached_at[(values <= self.target) & (self.reached_at < 0) & alive] = t
+        if self.n_rec < len(self.rec_steps) and t == self.rec_steps[self.n_rec]:
+            self.log[:, self.n_rec] = values
+            self.n_rec += 1
+            if stop_at_target and self.target is not None and t < steps \
+                    and bool(((self.reached_at >= 0) | ~alive).all()):  # host sync: log points only
+                self.rec_steps = self.rec_steps[:self.n_rec]
+                return True
+        if t == steps:
+            return True
+        all_alive = xp is np and bool(alive.all())   # NumPy: skip the masking; CuPy: never sync
+        for b in self.buckets:
+            _update(b, self.G[b.rows], prefixes[id(b)], None if all_alive else alive[b.rows])
+        self.t += 1
+        return False
+
+    def result(self, configs, targets, meta) -> Result:
+        order = np.argsort(self.rows_of)                              # buffer rows -> user order
+        n = len(self.rec_steps)
+        return Result(
+            configs=configs, steps=self.rec_steps.copy(),
+            loss=to_numpy(self.log[:, :n]).astype(np.float64)[order],
+            diverged_at=to_numpy(self.diverged_at)[order],
+            end_to_end=to_numpy(self.We).astype(np.float64)[order],
+            steps_to_target=None if targets is None else to_numpy(self.reached_at)[order],
+            target=targets, meta=meta)
+
+    # -- checkpoints: one npz, written to a temporary file and renamed (atomic) --------------
+    def _arrays(self) -> dict:
+        arrays = {"t": np.int64(self.t), "n_rec": np.int64(self.n_rec),
+                  "rec_steps": self.rec_steps, "log": self.log, "alive": self.alive,
+                  "diverged_at": self.diverged_at, "reached_at": self.reached_at}
+        for i, b in enumerate(self.buckets):
+            for j, p in enumerate(b.params):
+                arrays[f"b{i}_param{j}"] = p
+            for name, value in _flatten(b.state):
+                arrays[f"b{i}_state_{name}"] = value
+        return {name: to_numpy(a) for name, a in arrays.items()}
+
+    def save(self, path, fingerprint):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, fingerprint=np.array(fingerprint), **self._arrays())
+        os.replace(tmp, path)
+
+    def load(self, path, fingerprint):
+        xp = self.xp
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                raise ValueError(f"checkpoint {path} belongs to a different run (other data, "
+                                 "configs or settings); delete it or give another path")
+            self.t = self.started = int(z["t"])
+            self.n_rec = int(z["n_rec"])
+            self.rec_steps = z["rec_steps"]
+            for name in ("log", "alive", "diverged_at", "reached_at"):
+                getattr(self, name)[...] = xp.asarray(z[name])
+            for i, b in enumerate(self.buckets):
+                b.params = [xp.asarray(z[f"b{i}_param{j}"]) for j in range(len(b.params))]
+                b.state = _unflatten(b.state, lambda name, i=i: xp.asarray(z[f"b{i}_state_{name}"]))
+
+
+def _flatten(state, prefix=""):
+    """(name, array) pairs of a NamedTuple of arrays / lists of arrays."""
+    for field in state._fields:
+        value = getattr(state, field)
+        if isinstance(value, (list, tuple)):
+            for j, v in enumerate(value):
+                yield f"{prefix}{field}{j}", v
+        else:
+            yield f"{prefix}{field}", value
+
+
+def _unflatten(state, read):
+    """A state like `state` whose arrays come from read(name) (names as _flatten's)."""
+    values = []
+    for field in state._fields:
+        value = getattr(state, field)
+        if isinstance(value, (list, tuple)):
+            values.append(type(value)(read(f"{field}{j}") for j in range(len(value))))
+        else:
+            values.append(read(field))
+    return type(state)(*values)
+
+
+def _fingerprint(X64, Y64, configs, loss, dt, steps, log_every, targets, diverge_above,
+                 stop_at_target) -> str:
+    """What a checkpoint must match to be resumed: the data, the configs and the settings."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(X64).tobytes())
+    h.update(np.ascontiguousarray(Y64).tobytes())
+    h.update(json.dumps([c.to_dict() for c in configs], sort_keys=True).encode())
+    h.update(repr((loss.name, dt.name, steps, log_every, diverge_above, stop_at_target,
+                   None if targets is None else targets.tolist())).encode())
+    return h.hexdigest()
 
 
 def _build_buckets(configs, default_loss, d, k, dt, xp):

@@ -1,0 +1,49 @@
+"""Checkpoints: a resumed run equals an uninterrupted one exactly (NumPy backend)."""
+import numpy as np
+import pytest
+
+import gpulinear as gl
+from gpulinear import engine
+
+
+def _problem():
+    X, y = gl.datasets.synthetic_regression(m=50, d=5, seed=3)
+    cfgs = (gl.grid(depth=[1, 3], lr=[1e-2, 3e-2], optimizer=["adam", "momentum"], init_scale=0.2)
+            + gl.grid(depth=2, lr=[1e-2, 80.0], init_scale=0.2, parameterization="e2e"))
+    return X, y, cfgs
+
+
+def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    X, y, cfgs = _problem()
+    kw = dict(loss="l4", steps=100, log_every=7, target=0.05, backend="numpy")
+    whole = gl.train(X, y, cfgs, **kw)
+    ckpt = tmp_path / "run.npz"
+    real_step = engine._Run.step
+
+    def dying_step(self, steps, stop):
+        if self.t == 50:
+            raise KeyboardInterrupt("killed")
+        return real_step(self, steps, stop)
+
+    monkeypatch.setattr(engine._Run, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        gl.train(X, y, cfgs, checkpoint=ckpt, checkpoint_every=30, **kw)
+    monkeypatch.setattr(engine._Run, "step", real_step)
+    assert ckpt.exists() and not list(tmp_path.glob("*.tmp*"))
+    with np.load(ckpt) as z:
+        assert int(z["t"]) == 30
+    resumed = gl.train(X, y, cfgs, checkpoint=ckpt, checkpoint_every=30, resume=True, **kw)
+    for name in ("loss", "diverged_at", "end_to_end", "steps_to_target", "steps"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)
+    assert resumed.diverged.any()                      # the lr 80 config diverged and stayed frozen
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    X, y, cfgs = _problem()
+    ckpt = tmp_path / "run.npz"
+    gl.train(X, y, cfgs, loss="l4", steps=10, checkpoint=ckpt, backend="numpy")
+    with pytest.raises(ValueError, match="belongs to a different run"):
+        gl.train(X, y, cfgs[:3], loss="l4", steps=10, checkpoint=ckpt, resume=True,
+                 backend="numpy")
+    with pytest.raises(ValueError, match="resume=True needs checkpoint"):
+        gl.train(X, y, cfgs, loss="l4", steps=10, resume=True, backend="numpy")
