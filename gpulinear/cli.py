@@ -42,6 +42,11 @@ def main(argv=None) -> int:
                                     "its values replace the flags")
     tr.add_argument("--out", default="runs/train")
     tr.add_argument("--no-progress", action="store_true")
+    where = tr.add_mutually_exclusive_group()   # either one: run the grid in shards on Dask
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="train on the Dask cluster at ADDRESS (tcp://host:8786), in shards")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="train in shards on N local Dask worker processes (or GPUs)")
 
     rp = sub.add_parser("reproduce", help="run the paper's experiments and write REPORT.md")
     rp.add_argument("names", nargs="*", help="experiments to run (default: all)")
@@ -79,10 +84,10 @@ def _info() -> int:
     ok, why = cuda_status()
     print("backends: numpy (float64 reference, CPU)" + (", cuda" if ok else ""))
     try:
-        from .cuda import device_info
-        print(device_info())
-    except Exception:  # the CUDA module reports details when present; fall back to the reason
-        print(f"CUDA: {'available' if ok else 'unavailable'} - {why}")
+        from .cuda import format_device_info
+        print(format_device_info())
+    except Exception as exc:  # the CUDA module reports details; fall back to the reason
+        print(f"CUDA: {'available' if ok else 'unavailable'} - {why} ({exc})")
     return 0
 
 
@@ -132,7 +137,16 @@ def _train(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    res = train(X, y, configs, progress=None if not args.no_progress else False, **options)
+    progress = None if not args.no_progress else False
+    if args.scheduler or args.workers:
+        from .distributed import train as train_sharded
+        try:
+            res = train_sharded(X, y, configs, scheduler=args.scheduler, workers=args.workers,
+                                progress=progress, **options)
+        except RuntimeError as exc:   # unreachable scheduler, a shard that kept failing
+            raise SystemExit(f"gpulinear train: {exc}") from None
+    else:
+        res = train(X, y, configs, progress=progress, **options)
     wall = time.perf_counter() - start
     from .optimum import optimal_loss
     lstar = optimal_loss(X, y, options["loss"])

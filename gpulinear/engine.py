@@ -100,6 +100,18 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     targets = _check_target(target, len(configs))
     if which == "cuda":
         import cupy as xp
+        chunks = _device_chunks(configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
+        if len(chunks) > 1:
+            if checkpoint is not None:
+                raise ValueError("checkpoint= with a grid larger than the device: split the grid "
+                                 "(gpulinear.distributed shards it and checkpoints each shard)")
+            parts = [(list(range(c.start, c.stop)),
+                      train(X64, Y64, configs[c], loss=loss, steps=steps, log_every=log_every,
+                            backend=backend, dtype=dtype,
+                            target=None if targets is None else targets[c],
+                            stop_at_target=stop_at_target, diverge_above=diverge_above,
+                            progress=progress)) for c in chunks]
+            return Result.concat(parts, len(configs))
     else:
         xp = np
     run = _Run(xp, X64, Y64, configs, loss, dt, record_steps(steps, log_every), targets,
@@ -129,6 +141,20 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         "loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
         "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every, "steps_requested": steps,
         "diverge_above": diverge_above})
+
+
+def _device_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:
+    """Slices of `configs` that each fit in the GPU's free memory (one slice when all do)."""
+    from .cuda import free_device_bytes, memory_per_config, plan_chunks
+    m, d = x_shape
+    n_rec = len(record_steps(steps, log_every))
+    per = max(memory_per_config(c.depth, c.widths, k, d, m, dt, c.optimizer, n_rec,
+                                e2e=c.parameterization == "e2e") for c in configs)
+    plan = plan_chunks(len(configs), per, free_device_bytes(),
+                       shared_bytes=(m * (d + 2 * k)) * dt.itemsize)
+    if plan.message:
+        print(plan.message, file=sys.stderr)
+    return plan.chunks
 
 
 class _Run:
@@ -161,6 +187,10 @@ class _Run:
         self.target = None if targets is None else xp.asarray(targets[self.rows_of], dtype=dt)
         self.reached_at = xp.full(C, -1, dtype=np.int64)
         self.t = self.n_rec = self.started = 0
+        self.cuda_ops = None
+        if xp is not np:   # fused kernels for the lp pass, the e2e rule and the optimizers
+            from .cuda import ops as cuda_ops
+            self.cuda_ops = cuda_ops
 
     def step(self, steps, stop_at_target) -> bool:
         """Loss and gradient at step t, health, log; then the update to t + 1.  True when done."""
@@ -169,9 +199,12 @@ class _Run:
         prefixes = _forward(self.buckets, self.We)
         xp.matmul(self.Wa.reshape(C * k, d + k), self.Xa.T, out=self.Z.reshape(C * k, m))
         for b in self.buckets:
-            self.values[b.rows] = b.loss.value_and_grad(
-                self.Z[b.rows], None if b.loss.residual else self.Yt, self.D[b.rows],
-                self.work[b.rows])
+            Yb = None if b.loss.residual else self.Yt
+            if self.cuda_ops is None or self.cuda_ops.fused_value_and_grad(
+                    b, self.Z[b.rows], Yb, self.D[b.rows], self.work[b.rows],
+                    values=self.values[b.rows]) is None:
+                self.values[b.rows] = b.loss.value_and_grad(self.Z[b.rows], Yb, self.D[b.rows],
+                                                            self.work[b.rows])
         xp.matmul(self.D.reshape(C * k, m), self.Xa, out=self.Ga.reshape(C * k, d + k))
         self.G *= 1.0 / m
 
@@ -192,7 +225,10 @@ class _Run:
             return True
         all_alive = xp is np and bool(alive.all())   # NumPy: skip the masking; CuPy: never sync
         for b in self.buckets:
-            _update(b, self.G[b.rows], prefixes[id(b)], None if all_alive else alive[b.rows])
+            rows_alive = None if all_alive else alive[b.rows]
+            if self.cuda_ops is None or not self.cuda_ops.fused_update(
+                    b, self.G[b.rows], prefixes[id(b)], rows_alive):
+                _update(b, self.G[b.rows], prefixes[id(b)], rows_alive)
         self.t += 1
         return False
 

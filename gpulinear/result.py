@@ -77,6 +77,32 @@ class Result:
                       else self.steps_to_target[idx],
                       target=None if self.target is None else self.target[idx], meta=dict(self.meta))
 
+    @classmethod
+    def concat(cls, parts, n) -> "Result":
+        """One Result from [(config positions, Result of those configs)] covering range(n), in
+        position order (chunks of one grid, or shards run elsewhere).  Every part must have
+        recorded the same steps."""
+        order = np.concatenate([np.asarray(idx, dtype=np.int64) for idx, _ in parts])
+        if sorted(order.tolist()) != list(range(n)):
+            raise ValueError(f"parts must cover configs 0..{n - 1} exactly once")
+        results = [r for _, r in parts]
+        steps = results[0].steps
+        for r in results[1:]:
+            if not np.array_equal(r.steps, steps):
+                raise ValueError("parts recorded different steps (stop_at_target stops each part "
+                                 "on its own); run them without stop_at_target")
+        inverse = np.argsort(order)
+
+        def cat(name):
+            arrays = [getattr(r, name) for r in results]
+            return None if arrays[0] is None else np.concatenate(arrays)[inverse]
+
+        configs = [c for r in results for c in r.configs]
+        return cls(configs=[configs[i] for i in inverse], steps=steps.copy(), loss=cat("loss"),
+                   diverged_at=cat("diverged_at"), end_to_end=cat("end_to_end"),
+                   steps_to_target=cat("steps_to_target"), target=cat("target"),
+                   meta=dict(results[0].meta, parts=len(parts)))
+
     def best(self, by="final_loss", group=None, optimal=0.0) -> "Result":
         """The best config of each model: the paper's per-model "fastest convergence" lr choice.
 

@@ -55,3 +55,13 @@ def test_plot_writes_a_png(result, tmp_path):
     ax = result.plot(optimal=0.0, path=tmp_path / "fig.png", title="t")
     assert (tmp_path / "fig.png").stat().st_size > 5000
     assert len(ax.get_lines()) >= 6
+
+
+def test_concat_restores_the_original_order(result):
+    parts = [([4, 1], result.subset([4, 1])), ([0, 5, 2, 3], result.subset([0, 5, 2, 3]))]
+    merged = gl.Result.concat(parts, 6)
+    assert merged.configs == result.configs
+    for name in ("loss", "diverged_at", "end_to_end", "steps_to_target", "target"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(result, name))
+    with pytest.raises(ValueError, match="exactly once"):
+        gl.Result.concat(parts[:1], 6)

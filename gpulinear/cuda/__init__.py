@@ -1,0 +1,214 @@
+"""gpulinear.cuda: the CUDA backend's kernels and host-side bookkeeping.
+
+    ops        CuPy wrappers of kernels/*.cu (lp pass, Eq 12, optimizers) and cuda_step_ops,
+               the fused replacements the engine calls per bucket
+    fused      Numba-CUDA kernel running many steps of width-1 chains in one launch
+    twins      the float64 NumPy twin of every kernel (the test oracles)
+    _loader    finds kernels/*.cu (wheel or source tree), inlines headers, one RawModule/device
+Here: the memory estimate and chunk planner, device_info() for `gpulinear info`, the FP32 (no
+TF32) matmul switch and GraphSteps (CUDA-graph capture and replay of custom-kernel steps).
+Importing this package imports neither CuPy nor Numba.
+"""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "free_device_bytes", "device_info",
+           "format_device_info", "full_fp32_matmul", "GraphSteps", "STATE_COPIES"]
+
+# Optimizer state buffers per parameter (gpulinear.optim's NamedTuples, the count aside).
+STATE_COPIES = {"gd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "adam": 2,
+                "rmsprop": 3}
+
+
+def memory_per_config(depth, widths, k, d, m, dtype, optimizer="gd", n_records=0,
+                      e2e=False) -> int:
+    """Device bytes one configuration needs during gl.train (an upper estimate).
+
+    P = parameters (sum n_j n_{j-1}; k d for e2e), S = optimizer state copies (STATE_COPIES):
+      P (1 + S)       params and state
+      2 P (1 + S)     the pure update's new arrays and the alive-mask select of them
+      P + sum n_j d   layer gradients and prefix products P_j (n_j, d)
+      2 k d + 3 k m   We and G; Z, D and the loss scratch (engine buffers)
+      n_records + 1   loss log and value
+    times the itemsize, plus 3 int64/bool flags.  X and Y are shared by all configs (not here).
+    """
+    widths = tuple(widths) if isinstance(widths, (tuple, list)) else (int(widths),) * (depth - 1)
+    dims = (d, *widths, k)
+    P = k * d if e2e else sum(dims[j + 1] * dims[j] for j in range(depth))
+    S = STATE_COPIES[optimizer]
+    prefix = 0 if e2e else sum(dims[j + 1] * d for j in range(depth))
+    elems = 3 * P * (1 + S) + P + prefix + 2 * k * d + 3 * k * m + n_records + 1
+    return int(elems * np.dtype(dtype).itemsize + 3 * 8)
+
+
+class ChunkPlan(NamedTuple):
+    chunks: list      # [slice] covering range(n_configs) in order, each run as one train() call
+    message: str      # "" when everything fits at once; else what is chunked and why
+
+
+def _fmt(nbytes) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+
+
+def plan_chunks(n_configs, bytes_per_config, free_bytes, shared_bytes=0, headroom=0.8) -> ChunkPlan:
+    """Split n_configs into equal chunks that fit in `headroom` of `free_bytes` (minus the
+    `shared_bytes` of X, Y and other per-call buffers).  Configurations never interact, so running
+    chunks one after another gives the same results as one call.  Raises MemoryError with the
+    numbers when not even one configuration fits."""
+    if n_configs < 1:
+        raise ValueError(f"n_configs must be >= 1, got {n_configs}")
+    usable = int(free_bytes * headroom) - int(shared_bytes)
+    if usable < bytes_per_config:
+        raise MemoryError(
+            f"one configuration needs ~{_fmt(bytes_per_config)} of device memory (plus "
+            f"{_fmt(shared_bytes)} shared), but only {_fmt(free_bytes)} is free "
+            f"({headroom:.0%} usable): reduce the widths or the number of examples, free GPU "
+            "memory, or use backend='numpy'")
+    per_chunk = usable // bytes_per_config
+    n_chunks = math.ceil(n_configs / per_chunk)
+    size = math.ceil(n_configs / n_chunks)
+    chunks = [slice(i, min(i + size, n_configs)) for i in range(0, n_configs, size)]
+    message = "" if len(chunks) == 1 else (
+        f"gpulinear: {n_configs} configurations need ~{_fmt(n_configs * bytes_per_config)} of "
+        f"device memory and {_fmt(free_bytes)} is free; running them in {len(chunks)} chunks of "
+        f"up to {size} configurations (results are identical, configurations never interact)")
+    return ChunkPlan(chunks, message)
+
+
+def free_device_bytes() -> int:
+    """Free bytes on the current device, counting what CuPy's memory pool holds unused."""
+    import cupy
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    return int(free + cupy.get_default_memory_pool().free_bytes())
+
+
+def _version(dist):
+    from importlib import metadata
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cuda_version(v: int) -> str:
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def device_info() -> dict:
+    """What `gpulinear info` prints about CUDA: the GPU and versions, or exactly why not."""
+    from ..backend import cuda_status
+    ok, why = cuda_status()
+    info = {"available": ok, "why": why, "cupy": _version("cupy-cuda13x") or _version("cupy-cuda12x")
+            or _version("cupy"), "numba_cuda": _version("numba-cuda"),
+            "tf32": os.environ.get("CUPY_TF32", "0") not in ("", "0")}
+    if not ok:
+        return info
+    import cupy
+    rt = cupy.cuda.runtime
+    dev = cupy.cuda.Device()
+    props = rt.getDeviceProperties(dev.id)
+    name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    free, total = rt.memGetInfo()
+    info.update(name=name, device=dev.id, compute_capability=dev.compute_capability,
+                driver=_cuda_version(rt.driverGetVersion()),
+                runtime=_cuda_version(rt.runtimeGetVersion()),
+                total_memory=int(total), free_memory=int(free))
+    return info
+
+
+def format_device_info(info=None) -> str:
+    info = device_info() if info is None else info
+    lines = [f"CuPy: {info['cupy'] or 'not installed'}; numba-cuda: {info['numba_cuda'] or 'not installed'}"]
+    if not info["available"]:
+        lines.append(f"CUDA: unavailable: {info['why']}")
+        return "\n".join(lines)
+    lines += [f"GPU {info['device']}: {info['name']} (compute capability {info['compute_capability']})",
+              f"driver CUDA {info['driver']}, runtime CUDA {info['runtime']}",
+              f"memory: {_fmt(info['free_memory'])} free of {_fmt(info['total_memory'])}",
+              "float32 matmul: " + ("TF32 allowed (CUPY_TF32 is set)" if info["tf32"] else "full FP32")]
+    return "\n".join(lines)
+
+
+def full_fp32_matmul(allow_tf32=None):
+    """Make CuPy's float32 GEMMs use plain FP32 (CUBLAS_COMPUTE_32F), not TF32.
+
+    TF32 rounds GEMM inputs to a 10-bit mantissa (~3e-4 relative error per product, ~1e-3 on a
+    loss), which swamps the differences between depths that this library exists to measure.
+    CuPy picks TF32 only when CUPY_TF32=1; we pin the float32 compute type explicitly so an
+    inherited CUPY_TF32 is overridden unless allow_tf32=True (or GPULINEAR_ALLOW_TF32=1) is
+    asked for.  Idempotent; imports CuPy.
+    """
+    import cupy
+    from cupy._core import _routines_linalg as rl      # CuPy >= 8: (get|set)_compute_type
+    if allow_tf32 is None:
+        allow_tf32 = os.environ.get("GPULINEAR_ALLOW_TF32", "0") not in ("", "0")
+    want = rl.COMPUTE_TYPE_TF32 if allow_tf32 else rl.COMPUTE_TYPE_FP32
+    if rl.get_compute_type(np.float32) == want:       # (this call reads CUPY_TF32 once)
+        return
+    if not allow_tf32 and os.environ.get("CUPY_TF32", "0") not in ("", "0"):
+        warnings.warn("CUPY_TF32 is set but gpulinear uses full FP32 float32 matmuls (TF32's "
+                      "~3e-4 error hides depth effects); set GPULINEAR_ALLOW_TF32=1 to allow it",
+                      stacklevel=2)
+    cupy._core.set_compute_type(np.float32, want)
+
+
+class GraphSteps:
+    """Run `step()` k times per call: eagerly the first time (the warm-up: kernels compile,
+    modules load, the memory pool grows), then captured once into a CUDA graph and replayed.
+
+    `step` must be device work only, on the current stream, allocation-free (buffers made
+    before; out=/in-place ops; the ops.* wrappers with values=/alive=), with no host sync and no
+    Python-side state that must advance.  cuBLAS/cuSOLVER calls cannot be captured by CuPy
+    (cupy issue 6290): if capture fails, GraphSteps falls back to plain launches for good and
+    says why in `fallback_reason`.  All work runs on one non-blocking stream (`self.stream`).
+    """
+
+    def __init__(self, step, k, stream=None):
+        import cupy
+        self.step, self.k = step, int(k)
+        self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
+        self.graph = None
+        self.fallback_reason = None
+        self.calls = 0
+
+    def _eager(self):
+        for _ in range(self.k):
+            self.step()
+
+    def _capture(self):
+        try:
+            self.stream.begin_capture()
+            try:
+                self._eager()
+            finally:
+                graph = self.stream.end_capture()
+        except Exception as exc:  # capture refused (cuBLAS, a sync, an allocation): plain launches
+            self.fallback_reason = f"{type(exc).__name__}: {exc}"
+            return
+        self.graph = graph
+
+    def __call__(self):
+        with self.stream:
+            if self.calls > 0 and self.graph is None and self.fallback_reason is None:
+                self._capture()
+            if self.graph is not None:
+                self.graph.launch(self.stream)
+            else:
+                self._eager()
+        self.calls += 1
+
+
+def __getattr__(name):  # lazy: numba only when the fused kernel is asked for
+    if name in ("train_width1_fused", "FusedResult"):
+        from . import fused
+        return getattr(fused, name)
+    raise AttributeError(f"module 'gpulinear.cuda' has no attribute {name!r}")
