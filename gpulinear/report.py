@@ -136,6 +136,9 @@ def reproduce_main(args) -> int:
         except ModuleNotFoundError as exc:    # an optional extra (torch) is not installed
             module, data = None, {"claims": []}
             status = (f"skipped: needs {exc.name} (pip install 'gpulinear[{exc.name}]')")
+        except FileNotFoundError as exc:      # data that cannot ship (MNIST): say where it goes
+            module, data = None, {"claims": []}
+            status = f"skipped: {exc}"
         except Exception as exc:  # one failing experiment must not hide the others' results
             traceback.print_exc()
             module, data, status = None, {"claims": []}, f"failed: {type(exc).__name__}: {exc}"
