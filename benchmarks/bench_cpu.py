@@ -103,18 +103,22 @@ def peak_mib(fn):
 
 
 def gemm_rate(X, B):
-    """float64 GFLOP/s of the step's two GEMM shapes, (B, d) x (d, m) and (B, m) x (m, d)."""
+    """float64 GFLOP/s of the step's two GEMMs as train() calls them: R = [W, -1] [X, y]^T
+    (B, d+1) x (d+1, m) and G^T = [X, y]^T D^T (d+1, m) x (m, B)."""
     rng = np.random.default_rng(0)
-    W, D = rng.normal(size=(B, X.shape[1])), rng.normal(size=(B, X.shape[0]))
-    Z, G = np.empty((B, X.shape[0])), np.empty((B, X.shape[1]))
+    m, d = X.shape
+    Xa = rng.normal(size=(m, d + 1))
+    XaT = np.ascontiguousarray(Xa.T)
+    W, D = rng.normal(size=(B, d + 1)), rng.normal(size=(B, m))
+    Z, GT = np.empty((B, m)), np.empty((d + 1, B))
 
     def both():
         for _ in range(20):
-            np.matmul(W, X.T, out=Z)
-            np.matmul(D, X, out=G)
+            np.matmul(W, Xa.T, out=Z)
+            np.matmul(XaT, D.T, out=GT)
 
     t = timeit(both, 3) / 20
-    return 4 * B * X.shape[0] * X.shape[1] / t / 1e9
+    return 4 * B * m * (d + 1) / t / 1e9
 
 
 def main():

@@ -43,12 +43,19 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
                                label=f"depth {depth}, width {w}") for w in (1, wide)]
             cfgs.append(gl.Config(depth=depth, width=1, lr=LR, loss=loss, seed=seed,
                                   parameterization="e2e", label=f"Eq 12, N = {depth}"))
+    # Theorem 1's premise: balanced factors (Eq 7 exact) and the e2e rule from their product
+    balanced = [gl.Config(depth=depth, width=1, lr=LR, loss=loss, seed=seed, init="balanced",
+                          parameterization=par, label=f"balanced, {name} N = {depth}")
+                for loss in ("l2", "l4") for depth in (2, 3)
+                for par, name in (("deep", "depth"), ("e2e", "Eq 12,"))]
+    n_main = len(cfgs)
+    cfgs += balanced
     res = gl.train(X, y, cfgs, steps=steps, log_every=max(1, steps // 400), backend=backend)
     res.save(out / "fig2")
     opt = np.array([lstar[c.loss] for c in cfgs])
     gap = res.loss - opt[:, None]
     rows, worst_e2e, worst_width, moved_all = [], 0.0, 0.0, True
-    for n in range(0, len(cfgs), 3):
+    for n in range(0, n_main, 3):
         w1, w100, e2e = n, n + 1, n + 2      # width 1, the wide net, Eq 12
         moved = gap[e2e] < 0.9 * gap[e2e, 0]
         moved_all &= bool(moved.any())
@@ -62,7 +69,13 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         rows.append(row)
         worst_e2e = max(worst_e2e, row["e2e_vs_width1"])
         worst_width = max(worst_width, row["width1_vs_wide"])
-    _plot(res, opt, out / "fig2.png")
+    worst_balanced, balanced_rows = 0.0, []
+    for n in range(n_main, len(cfgs), 2):
+        deep, e2e = n, n + 1
+        gap_b = rel_gap(gap[deep], gap[e2e], gap[e2e] < 0.9 * gap[e2e, 0])
+        balanced_rows.append({"loss": cfgs[n].loss, "depth": cfgs[n].depth, "e2e_vs_deep": gap_b})
+        worst_balanced = max(worst_balanced, gap_b)
+    _plot(res.subset(range(n_main)), opt[:n_main], out / "fig2.png")
     detail = "; ".join(f"{r['loss']} N={r['depth']}: width 1 {r['e2e_vs_width1']:.3g}, width {wide} "
                        f"{r['e2e_vs_wide']:.3g}, final L-L* {fmt(r['final_gap']['e2e'])}"
                        for r in rows)
@@ -73,14 +86,26 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
          "verdict": verdict(worst_e2e <= CLOSE and moved_all, worst_e2e <= ROUGH)},
         {"claim": "for a given depth, setting size of hidden layers to 1 (scalars) or 100 yielded "
                   "similar convergence",
-         "measured": f"largest relative difference width 1 vs {wide}: " + ", ".join(
+         "measured": f"largest relative difference width 1 vs {wide} (inf: the width-1 curve "
+                     "never fell below 90% of its start): " + ", ".join(
              f"{r['loss']} N={r['depth']}: {r['width1_vs_wide']:.3g}" for r in rows),
          "verdict": verdict(worst_width <= CLOSE, worst_width <= ROUGH)},
     ]
+    claims.append({
+        "claim": "[Theorem 1] Assume ... their initial values (time t_0) satisfy [Eq 7] ... Then, "
+                 "the end-to-end weight matrix W_e is governed by [Eq 8]",
+        "measured": "with balanced factors (Eq 7 exact, end-to-end entries N(0, 0.01^2)), largest "
+                    "relative difference of L - L* between deep net and Eq 12: " + ", ".join(
+                        f"{r['loss']} N={r['depth']}: {r['e2e_vs_deep']:.3g}"
+                        for r in balanced_rows),
+        "verdict": verdict(worst_balanced <= CLOSE, worst_balanced <= ROUGH)})
     data = {"claims": claims, "figures": ["fig2.png"], "comparisons": rows,
+            "balanced": balanced_rows,
             "optimal_loss": lstar,
             "setup": f"Ethanol, z-scored features; GD lr {LR:g}, N(0, 0.01^2) init, {steps:,} "
-                     "steps; Eq 12 starts from the product of the width-1 net's initial factors."}
+                     "steps; Eq 12 starts from the product of the width-1 net's initial factors. "
+                     "N(0, 0.01^2) factors are far from balanced (||W_1||^2 ~ 128 w_2^2), which "
+                     "is why a balanced-init pair is run as well."}
     return save_json(out, NAME, data)
 
 
