@@ -77,7 +77,7 @@ def record_steps(steps: int, log_every: int) -> np.ndarray:
 
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
           target=None, stop_at_target=False, diverge_above=None, progress=None,
-          checkpoint=None, checkpoint_every=1000, resume=False) -> Result:
+          checkpoint=None, checkpoint_every=1000, resume=False, fused=None) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
@@ -89,7 +89,9 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     <= target; with stop_at_target=True training ends at the first log point where every live
     config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (on the
-    NumPy backend a resumed run equals an uninterrupted one exactly).
+    NumPy backend a resumed run equals an uninterrupted one exactly).  fused: on CUDA, a grid of
+    width-1 gd chains on one lp loss with k = 1 and no target runs in the Numba kernel that keeps
+    each config's whole loop on the device (None: whenever eligible; False: never).
     """
     configs = _check_configs(configs)
     steps = _check_count("steps", steps, 0)
@@ -104,6 +106,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     targets = _check_target(target, len(configs))
     if which == "cuda":
         import cupy as xp
+        if fused is not False and checkpoint is None and _width1_eligible(configs, loss, Y64,
+                                                                          targets):
+            return _train_fused_width1(X64, Y64, configs, loss, dt, steps, log_every,
+                                       diverge_above, which)
         chunks = _device_chunks(configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
         if len(chunks) > 1:
             if checkpoint is not None:
@@ -145,6 +151,43 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         "loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
         "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every, "steps_requested": steps,
         "diverge_above": diverge_above})
+
+
+def _width1_eligible(configs, default_loss, Y64, targets) -> bool:
+    """Whether the fused width-1 kernel computes exactly what _Run would for this call."""
+    losses = {get_loss(c.loss if c.loss is not None else default_loss) for c in configs}
+    return (Y64.shape[1] == 1 and targets is None and len(losses) == 1
+            and getattr(next(iter(losses)), "p", None) is not None
+            and all(c.optimizer == "gd" and c.parameterization == "deep"
+                    and set(c.widths) <= {1} for c in configs))
+
+
+def _train_fused_width1(X64, Y64, configs, default_loss, dt, steps, log_every, diverge_above,
+                        backend) -> Result:
+    """train() through gpulinear.cuda.train_width1_fused: W_1 (B, d) and scalars w_2..w_N."""
+    from .cuda.fused import train_width1_fused
+    loss = get_loss(configs[0].loss if configs[0].loss is not None else default_loss)
+    d = X64.shape[1]
+    inits = [init_weights(c, d, 1) for c in configs]
+    n_scalars = max(1, max(c.depth for c in configs) - 1)
+    W1 = np.stack([w[0][0] for w in inits]).astype(dt)                 # (B, d)
+    wrest = np.ones((len(configs), n_scalars), dtype=dt)                # (B, L), unused ones = 1
+    for i, w in enumerate(inits):
+        wrest[i, :len(w) - 1] = [float(W[0, 0]) for W in w[1:]]
+    depth = np.array([c.depth for c in configs])
+    out = train_width1_fused(
+        X64.astype(dt), Y64[:, 0].astype(dt), W1, wrest,
+        np.array([c.lr for c in configs], dtype=dt), loss.p, steps, log_every,
+        math.inf if diverge_above is None else float(diverge_above), depth=depth,
+        weight_decay=np.array([c.weight_decay for c in configs], dtype=dt))
+    scal = to_numpy(out.wrest).astype(np.float64)
+    s = np.array([np.prod(scal[i, :depth[i] - 1]) for i in range(len(configs))])
+    We = (s[:, None] * to_numpy(out.W1).astype(np.float64))[:, None, :]
+    return Result(configs=configs, steps=np.asarray(out.steps), loss=to_numpy(out.loss).astype(
+        np.float64), diverged_at=to_numpy(out.diverged_at), end_to_end=We,
+        meta={"loss": loss.name, "backend": backend, "dtype": dt.name, "m": X64.shape[0],
+              "d": d, "k": 1, "log_every": log_every, "steps_requested": steps,
+              "diverge_above": diverge_above, "fused": "width1"})
 
 
 def _device_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:

@@ -129,3 +129,21 @@ def test_bad_arguments():
         fused.train_width1_fused(X, Y, W1, wrest, lr, 2.0, 1, 1, threads=48)
     with pytest.raises(ValueError, match="depth"):
         fused.train_width1_fused(X, Y, W1, wrest, lr, 2.0, 1, 1, depth=[1, 2, 5])
+
+
+def test_train_fused_width1_path_equals_numpy_train():
+    """The path train(backend='cuda') takes for eligible grids, run here on the simulator."""
+    from gpulinear import engine
+    X, Y, cfgs, *_ = problem()
+    cfgs = cfgs + [gl.Config(depth=2, lr=80.0, init_scale=0.3)]     # one that diverges
+    X64, Y64 = X, Y[:, None]
+    assert engine._width1_eligible(cfgs, gl.Lp(4), Y64, None)
+    assert not engine._width1_eligible(cfgs + [gl.Config(optimizer="adam")], gl.Lp(4), Y64, None)
+    got = engine._train_fused_width1(X64, Y64, cfgs, gl.Lp(4), np.dtype(np.float64), STEPS,
+                                     LOG_EVERY, None, "cuda")
+    ref = gl.train(X, Y, cfgs, loss="l4", steps=STEPS, log_every=LOG_EVERY, backend="numpy")
+    np.testing.assert_array_equal(got.steps, ref.steps)
+    np.testing.assert_array_equal(got.diverged_at, ref.diverged_at)
+    live = ~ref.diverged
+    np.testing.assert_allclose(got.loss[live], ref.loss[live], rtol=1e-12)
+    np.testing.assert_allclose(got.end_to_end[live], ref.end_to_end[live], rtol=1e-12)
