@@ -148,21 +148,26 @@ def _train(args) -> int:
     else:
         res = train(X, y, configs, progress=progress, **options)
     wall = time.perf_counter() - start
+    import numpy as np
+
     from .optimum import optimal_loss
-    lstar = optimal_loss(X, y, options["loss"])
-    res.meta.update(optimal_loss=lstar, wall_seconds=wall, data=args.data,
+    names = [c.loss or options["loss"] for c in configs]           # a Config's own loss wins
+    lstars = {name: optimal_loss(X, y, name) for name in set(names)}
+    opt = np.array([lstars[name] for name in names])
+    res.meta.update(optimal_loss=lstars, wall_seconds=wall, data=args.data,
                     preprocess=args.preprocess)
     res.save(out / "result")
     _write_csv(out / "table.csv", res.records())
-    res.plot(optimal=lstar, path=out / "loss.png",
+    res.plot(optimal=opt, path=out / "loss.png",
              title=f"{args.data} ({args.preprocess}), {options['loss']}")
     n = len(configs)
     print(f"trained {n} configs x {options['steps']} steps in {wall:.2f} s "
           f"({n * options['steps'] / max(wall, 1e-9):,.0f} config-steps/s) on {res.meta['backend']}")
-    print(f"L* = {lstar:.6g}; wrote {out}/result.npz, result.json, table.csv, loss.png")
-    best = res.best()
-    for cfg, loss in zip(best.configs, best.final_loss):
-        print(f"  best of {cfg.describe():<40s} final loss - L* = {loss - lstar:.4g}")
+    print("L* = " + ", ".join(f"{k}: {v:.6g}" for k, v in sorted(lstars.items()))
+          + f"; wrote {out}/result.npz, result.json, table.csv, loss.png")
+    for i in res.best_indices():
+        print(f"  best of {configs[i].describe():<40s} final loss - L* = "
+              f"{res.final_loss[i] - opt[i]:.4g}")
     return 0
 
 

@@ -30,7 +30,7 @@ from .config import Config
 from .data import check_data
 from .e2e import end_to_end_update
 from .inits import init_weights
-from .losses import get_loss
+from .losses import check_targets_for, get_loss
 from .optim import get_optimizer, hyper_arrays
 from .result import Result
 
@@ -104,17 +104,27 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     if diverge_above is not None and not (diverge_above > 0):
         raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
     targets = _check_target(target, len(configs))
+    for cfg in configs:
+        check_targets_for(get_loss(cfg.loss if cfg.loss is not None else loss), Y64)
     if which == "cuda":
         import cupy as xp
         if fused is not False and checkpoint is None and _width1_eligible(configs, loss, Y64,
                                                                           targets):
-            return _train_fused_width1(X64, Y64, configs, loss, dt, steps, log_every,
-                                       diverge_above, which)
+            try:
+                return _train_fused_width1(X64, Y64, configs, loss, dt, steps, log_every,
+                                           diverge_above, which)
+            except (ImportError, ValueError) as exc:   # no numba-cuda, or d too large for it
+                if fused:
+                    raise
+                print(f"gpulinear: fused width-1 kernel not used ({exc}); plain CUDA step",
+                      file=sys.stderr)
         chunks = _device_chunks(configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
         if len(chunks) > 1:
             if checkpoint is not None:
-                raise ValueError("checkpoint= with a grid larger than the device: split the grid "
-                                 "(gpulinear.distributed shards it and checkpoints each shard)")
+                raise ValueError("checkpoint= with a grid larger than the device: use smaller "
+                                 "grids (gpulinear.distributed: a smaller shard_size)")
+            # each chunk runs all `steps`: stopping at the target is a decision over the whole grid
+            stop_at_target = False
             parts = [(list(range(c.start, c.stop)),
                       train(X64, Y64, configs[c], loss=loss, steps=steps, log_every=log_every,
                             backend=backend, dtype=dtype,
@@ -197,8 +207,8 @@ def _device_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:
     n_rec = len(record_steps(steps, log_every))
     per = max(memory_per_config(c.depth, c.widths, k, d, m, dt, c.optimizer, n_rec,
                                 e2e=c.parameterization == "e2e") for c in configs)
-    plan = plan_chunks(len(configs), per, free_device_bytes(),
-                       shared_bytes=(m * (d + 2 * k)) * dt.itemsize)
+    plan = plan_chunks(len(configs), per, free_device_bytes(),   # [X, Y], its transpose, Y^T
+                       shared_bytes=(2 * m * (d + k) + k * m) * dt.itemsize)
     if plan.message:
         print(plan.message, file=sys.stderr)
     return plan.chunks
@@ -223,12 +233,18 @@ class _Run:
         self.Z = xp.empty((C, k, m), dtype=dt)
         self.D = xp.empty_like(self.Z)
         self.work = xp.empty_like(self.Z)
-        # G is kept transposed, (d + k, C k): on OpenBLAS the backward GEMM in that orientation
-        # (X^T D^T with X^T contiguous) ran at 44 GFLOP/s against 32 for D X (2 cores, C = 64,
-        # Ethanol shapes, 2026-11-30); G itself is a strided view.
-        self.XaT = xp.ascontiguousarray(self.Xa.T)                       # (d + k, m)
-        self.GaT = xp.empty((d + k, C * k), dtype=dt)
-        self.G = self.GaT.T.reshape(C, k, d + k)[:, :, :d]               # (C, k, d): dL/dW_e
+        # NumPy keeps G transposed, (d + k, C k): on OpenBLAS the backward GEMM in that
+        # orientation (X^T D^T, X^T contiguous) ran at 44 GFLOP/s against 32 for D X (2 cores,
+        # C = 64, Ethanol shapes, 2026-11-30).  CuPy keeps (C k, d + k) rows: the CUDA kernels
+        # read each config's gradient row with unit stride (coalesced).
+        self.transposed_G = xp is np
+        if self.transposed_G:
+            self.XaT = xp.ascontiguousarray(self.Xa.T)                   # (d + k, m)
+            self.GaT = xp.empty((d + k, C * k), dtype=dt)
+            self.G = self.GaT.T.reshape(C, k, d + k)[:, :, :d]           # (C, k, d): dL/dW_e
+        else:
+            self.Ga = xp.empty((C * k, d + k), dtype=dt)
+            self.G = self.Ga.reshape(C, k, d + k)[:, :, :d]
         self.values = xp.empty(C, dtype=dt)
         self.segments = []                                               # [(loss, rows)]
         for b in self.buckets:
@@ -253,6 +269,8 @@ class _Run:
         """Loss and gradient at step t, health, log; then the update to t + 1.  True when done."""
         xp, C, k, d, m = self.xp, self.C, self.k, self.d, self.m
         t = self.t
+        if self.n_rec == len(self.rec_steps):   # resumed from the checkpoint of a finished run
+            return True
         prefixes = _forward(self.buckets, self.We)
         xp.matmul(self.Wa.reshape(C * k, d + k), self.Xa.T, out=self.Z.reshape(C * k, m))
         for loss, rows in self.segments:             # the loss pass: once per loss, any depth
@@ -263,15 +281,20 @@ class _Run:
             else:
                 self.values[rows] = loss.value_and_grad(self.Z[rows], Yb, self.D[rows],
                                                         self.work[rows])
-        xp.matmul(self.XaT, self.D.reshape(C * k, m).T, out=self.GaT)
+        if self.transposed_G:
+            xp.matmul(self.XaT, self.D.reshape(C * k, m).T, out=self.GaT)
+        else:
+            xp.matmul(self.D.reshape(C * k, m), self.Xa, out=self.Ga)
         self.G *= 1.0 / m
 
         values, alive = self.values, self.alive
         healthy = xp.isfinite(values) & (values <= self.limit) & xp.isfinite(self.We).all(axis=(1, 2))
-        self.diverged_at[alive & ~healthy] = t
+        # copyto(where=) rather than a[mask] = t: CuPy's mask assignment syncs with the host
+        xp.copyto(self.diverged_at, t, where=alive & ~healthy)
         alive &= healthy
         if self.target is not None:
-            self.reached_at[(values <= self.target) & (self.reached_at < 0) & alive] = t
+            xp.copyto(self.reached_at, t,
+                      where=(values <= self.target) & (self.reached_at < 0) & alive)
         if self.n_rec < len(self.rec_steps) and t == self.rec_steps[self.n_rec]:
             self.log[:, self.n_rec] = values
             self.n_rec += 1
@@ -291,6 +314,7 @@ class _Run:
         return False
 
     def result(self, configs, targets, meta) -> Result:
+        _forward(self.buckets, self.We)            # W_e of the final weights (also after resume)
         order = np.argsort(self.rows_of)                              # buffer rows -> user order
         n = len(self.rec_steps)
         return Result(

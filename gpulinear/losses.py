@@ -124,6 +124,17 @@ def evaluate(loss, We, X, Y):
     return values, G
 
 
+def check_targets_for(loss, Y):
+    """Softmax cross-entropy needs one row of k >= 2 class probabilities per example (one-hot
+    labels); a label vector would train a single logit to nothing.  Y: (m, k)."""
+    if loss.residual:
+        return
+    if Y.shape[1] < 2 or np.any(Y < 0) or not np.allclose(Y.sum(axis=1), 1.0):
+        raise ValueError(f"y: loss 'xent' needs one-hot labels or class probabilities of shape "
+                         f"(m, k) with k >= 2 and rows summing to 1, got shape {Y.shape}; for "
+                         f"integer labels use np.eye(n_classes)[labels]")
+
+
 def as_targets(y, xp=np):
     """y as a 2-D (m, k) array: a vector (m,) is one output."""
     y = xp.asarray(y)

@@ -25,20 +25,14 @@ from typing import Callable, NamedTuple
 
 import numpy
 
+from .backend import array_namespace
+
 __all__ = ["Optimizer", "OPTIMIZERS", "HYPERPARAMETERS", "get_optimizer", "hyper_arrays",
            "GDState", "MomentumState", "AdagradState", "AdadeltaState", "AdamState", "RMSpropState"]
 
 # Every hyperparameter name any optimizer reads (these are Config field names).
 HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "rho", "alpha",
                    "lr_decay", "centered")
-
-
-def _namespace(x):
-    """numpy or cupy, whichever owns ``x`` (CuPy is never imported here)."""
-    if type(x).__module__.startswith("cupy"):
-        import cupy
-        return cupy
-    return numpy
 
 
 class Optimizer(NamedTuple):
@@ -82,17 +76,17 @@ class RMSpropState(NamedTuple):
 
 
 def _zeros(params):
-    return [_namespace(p).zeros_like(p) for p in params]
+    return [array_namespace(p).zeros_like(p) for p in params]
 
 
 def _count(params):
     p = params[0]
-    return _namespace(p).zeros(p.shape[0], dtype=numpy.int64)
+    return array_namespace(p).zeros(p.shape[0], dtype=numpy.int64)
 
 
 def _h(hyper, name, p):
     """Hyperparameter ``name`` as (B, 1, 1) in p's dtype, to broadcast against (B, a, b)."""
-    return _namespace(p).asarray(hyper[name]).astype(p.dtype, copy=False)[:, None, None]
+    return array_namespace(p).asarray(hyper[name]).astype(p.dtype, copy=False)[:, None, None]
 
 
 def _t(count, p):
@@ -139,7 +133,7 @@ def _adagrad_update(grads, state, params, hyper):
     """sum += g^2;  p <- p - lr / (1 + (t-1) lr_decay) * g / (sqrt(sum) + eps)."""
     new_p, new_sum = [], []
     for g, p, s in zip(grads, params, state.sum):
-        xp = _namespace(p)
+        xp = array_namespace(p)
         g = _decayed(g, p, hyper)
         clr = _h(hyper, "lr", p) / (1 + (_t(state.count, p) - 1) * _h(hyper, "lr_decay", p))
         s = s + g * g
@@ -155,7 +149,7 @@ def _adadelta_update(grads, state, params, hyper):
     acc <- rho acc + (1-rho) delta^2;  p <- p - lr delta."""
     new_p, new_sq, new_acc = [], [], []
     for g, p, sq, acc in zip(grads, params, state.square_avg, state.acc_delta):
-        xp = _namespace(p)
+        xp = array_namespace(p)
         g = _decayed(g, p, hyper)
         rho, eps = _h(hyper, "rho", p), _h(hyper, "eps", p)
         sq = rho * sq + (1 - rho) * (g * g)
@@ -174,7 +168,7 @@ def _adam_update(grads, state, params, hyper):
     p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
     new_p, new_m, new_v = [], [], []
     for g, p, m, v in zip(grads, params, state.exp_avg, state.exp_avg_sq):
-        xp = _namespace(p)
+        xp = array_namespace(p)
         g = _decayed(g, p, hyper)
         b1, b2, t = _h(hyper, "beta1", p), _h(hyper, "beta2", p), _t(state.count, p)
         m = b1 * m + (1 - b1) * g
@@ -195,7 +189,7 @@ def _rmsprop_update(grads, state, params, hyper):
     momentum > 0: buf <- mu buf + g/avg, p <- p - lr buf;  else p <- p - lr g/avg."""
     new_p, new_sq, new_ga, new_buf = [], [], [], []
     for g, p, sq, ga, buf in zip(grads, params, state.square_avg, state.grad_avg, state.buf):
-        xp = _namespace(p)
+        xp = array_namespace(p)
         g = _decayed(g, p, hyper)
         alpha, mu, lr = _h(hyper, "alpha", p), _h(hyper, "momentum", p), _h(hyper, "lr", p)
         sq = alpha * sq + (1 - alpha) * (g * g)

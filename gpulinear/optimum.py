@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import check_data
-from .losses import Lp, evaluate, get_loss
+from .losses import Lp, check_targets_for, evaluate, get_loss
 
 
 def optimal_loss(X, y, loss="l2", tol=1e-13, max_iter=200) -> float:
@@ -18,19 +18,13 @@ def optimal_loss(X, y, loss="l2", tol=1e-13, max_iter=200) -> float:
     X = X.astype(np.float64)
     Y = Y.astype(np.float64)
     loss = get_loss(loss)
+    check_targets_for(loss, Y)
     W = np.linalg.lstsq(X, Y, rcond=None)[0].T                 # (k, d): the l2 optimum
     if isinstance(loss, Lp) and loss.p != 2.0:
         W = np.stack([_newton_lp(X, Y[:, r], W[r], loss, tol, max_iter) for r in range(Y.shape[1])])
     elif not isinstance(loss, Lp):
-        W = _lbfgs(X, Y, loss, W)
+        W = _lbfgs(X, Y, loss)
     return float(evaluate(loss, W[None], X, Y)[0][0])
-
-
-def optimal_weights_lp(X, y, p, tol=1e-13, max_iter=200) -> np.ndarray:
-    """argmin_w (1/m) sum_i |x_i w - y_i|^p / p for one output (Newton); used by the tests."""
-    X, Y = check_data(X, y)
-    w0 = np.linalg.lstsq(X, Y[:, 0], rcond=None)[0]
-    return _newton_lp(X.astype(np.float64), Y[:, 0].astype(np.float64), w0, Lp(p), tol, max_iter)
 
 
 def _newton_lp(X, y, w, loss, tol, max_iter):
@@ -65,10 +59,10 @@ def _newton_lp(X, y, w, loss, tol, max_iter):
     return w
 
 
-def _lbfgs(X, Y, loss, W0):
+def _lbfgs(X, Y, loss):
     from scipy.optimize import minimize
 
-    k, d = W0.shape
+    k, d = Y.shape[1], X.shape[1]
 
     def fun(w):
         values, G = evaluate(loss, w.reshape(1, k, d), X, Y)

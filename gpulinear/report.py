@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .result import json_default
+
 # Report order; the value is the script's file name in experiments/.
 EXPERIMENTS = {
     "fig2": "fig2_e2e_emulation.py",
@@ -60,7 +62,7 @@ def save_json(out: Path, name: str, data: dict) -> dict:
         if claim.get("verdict") not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {claim.get('verdict')!r}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=_plain))
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=json_default))
     return data
 
 
@@ -121,6 +123,8 @@ def reproduce_main(args) -> int:
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         raise SystemExit(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+    from .backend import resolve_backend
+    backend = resolve_backend(args.backend)       # early: a missing GPU fails before any run
     quick = _quick_default(args.quick, args.full, args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +139,8 @@ def reproduce_main(args) -> int:
             status = data.get("skipped") or "ran"
         except ModuleNotFoundError as exc:    # an optional extra (torch) is not installed
             module, data = None, {"claims": []}
-            status = (f"skipped: needs {exc.name} (pip install 'gpulinear[{exc.name}]')")
+            extra = {"torch": "gpulinear[torch]"}.get(exc.name, exc.name)
+            status = f"skipped: needs {exc.name} (pip install '{extra}')"
         except FileNotFoundError as exc:      # data that cannot ship (MNIST): say where it goes
             module, data = None, {"claims": []}
             status = f"skipped: {exc}"
@@ -145,7 +150,7 @@ def reproduce_main(args) -> int:
         wall = time.perf_counter() - start
         print(f"   {status} in {wall:.0f} s", flush=True)
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
-    report = _render(sections, quick, args.backend, getattr(args, "tiny", False))
+    report = _render(sections, quick, backend, getattr(args, "tiny", False))
     (out / "REPORT.md").write_text(report)
     print(f"wrote {out / 'REPORT.md'}")
     return 0 if all(not s[3].startswith("failed") for s in sections) else 1
@@ -153,10 +158,9 @@ def reproduce_main(args) -> int:
 
 def _render(sections, quick, backend, tiny=False) -> str:
     from . import __version__
-    from .backend import resolve_backend
     lines = [f"# Reproducing Arora, Cohen & Hazan (ICML 2018) with gpulinear {__version__}", "",
              f"Mode: {'TINY smoke run (numbers mean nothing)' if tiny else 'quick (shortened runs; see each experiment)' if quick else 'full length'}; "
-             f"backend: {resolve_backend(backend)}; date: {time.strftime('%Y-%m-%d %H:%M')}.", "",
+             f"backend: {backend}; date: {time.strftime('%Y-%m-%d %H:%M')}.", "",
              "| experiment | claim (paper) | measured | verdict |", "|---|---|---|---|"]
     for name, title, data, status, wall in sections:
         claims = data.get("claims", [])
@@ -178,18 +182,6 @@ def _render(sections, quick, backend, tiny=False) -> str:
 
 def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _plain(obj):
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
 # -- helpers the experiment scripts share ----------------------------------------------------
@@ -232,8 +224,7 @@ def best_per_model(result, optimal, group, eps_levels=(), at_steps=()) -> list[d
     the lowest mean log10(loss - L*) over the run, which rewards getting low early as well as
     late — and its numbers: lr, final gap, gaps at `at_steps`, steps to reach L* + eps."""
     opt = np.asarray(optimal, dtype=float)
-    best = result.best(by="auc", group=group, optimal=opt)
-    idx = [result.configs.index(c) for c in best.configs]
+    idx = result.best_indices(by="auc", group=group, optimal=opt)
     gaps = gaps_at(result.subset(idx), opt[idx] if opt.ndim else opt,
                    list(at_steps) + [result.steps[-1]])
     rows = []

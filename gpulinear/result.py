@@ -112,8 +112,12 @@ class Result:
         final loss).  Diverged configs are chosen only when nothing else is left in a group.
         optimal: L* (a number or one per config) subtracted before "auc" takes the log.
         """
+        return self.subset(self.best_indices(by, group, optimal))
+
+    def best_indices(self, by="final_loss", group=None, optimal=0.0) -> list[int]:
+        """Positions of the configs best() picks, in increasing order."""
         group = MODEL_FIELDS if group is None else tuple(group)
-        known = {f for f in Config.__dataclass_fields__}
+        known = set(Config.__dataclass_fields__)
         bad = [g for g in group if g not in known]
         if bad:
             raise ValueError(f"group: unknown Config field(s) {bad}")
@@ -123,7 +127,7 @@ class Result:
             key = tuple(_hashable(getattr(cfg, g)) for g in group)
             if key not in chosen or score[i] < score[chosen[key]]:
                 chosen[key] = i
-        return self.subset(sorted(chosen.values()))
+        return sorted(chosen.values())
 
     def _score(self, by, optimal=0.0):
         """Sort keys per config, lower is better; a diverged config sorts after every live one."""
@@ -132,9 +136,14 @@ class Result:
         if by == "best_loss":
             return [(bool(a), float(b)) for a, b in zip(self.diverged, self.best_loss)]
         if by == "auc":
-            gap = self.loss - np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                auc = np.nanmean(np.log10(np.where(gap > 0, gap, np.nan)), axis=1)
+            opt = np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
+            # a gap at or below 0 is L* reached up to rounding: clamp it, never drop it (dropping
+            # would raise the mean of exactly the curves that converged fastest)
+            floor = np.finfo(float).eps * np.maximum(np.abs(opt), 1.0)
+            gap = np.maximum(self.loss - opt, floor)
+            with np.errstate(invalid="ignore"):
+                auc = np.nanmean(np.where(np.isfinite(gap), np.log10(gap), np.nan), axis=1)
+            auc = np.where(np.isnan(auc), np.inf, auc)
             return [(bool(a), float(b)) for a, b in zip(self.diverged, auc)]
         if by == "steps_to_target":
             if self.steps_to_target is None:
@@ -149,30 +158,26 @@ class Result:
     # -- persistence: npz for arrays, json for configs and metadata, never pickle -------------
     def save(self, path) -> Path:
         """Write `path`.npz (arrays) and `path`.json (configs, meta); returns the .npz path."""
-        base = Path(path)
-        if base.suffix in (".npz", ".json"):
-            base = base.with_suffix("")
+        base = _base(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"steps": self.steps, "loss": self.loss, "diverged_at": self.diverged_at,
                   "end_to_end": self.end_to_end}
         if self.steps_to_target is not None:
             arrays["steps_to_target"] = self.steps_to_target
             arrays["target"] = self.target
-        np.savez_compressed(base.with_suffix(".npz"), **arrays)
+        np.savez_compressed(_with(base, ".npz"), **arrays)
         doc = {"format": _FORMAT, "configs": [c.to_dict() for c in self.configs],
                "meta": self.meta}
-        base.with_suffix(".json").write_text(json.dumps(doc, indent=1, default=_json_default))
-        return base.with_suffix(".npz")
+        _with(base, ".json").write_text(json.dumps(doc, indent=1, default=json_default))
+        return _with(base, ".npz")
 
     @classmethod
     def load(cls, path) -> "Result":
-        base = Path(path)
-        if base.suffix in (".npz", ".json"):
-            base = base.with_suffix("")
-        doc = json.loads(base.with_suffix(".json").read_text())
+        base = _base(path)
+        doc = json.loads(_with(base, ".json").read_text())
         if doc.get("format") != _FORMAT:
-            raise ValueError(f"{base.with_suffix('.json')} is not a saved gpulinear Result")
-        with np.load(base.with_suffix(".npz"), allow_pickle=False) as z:
+            raise ValueError(f"{_with(base, '.json')} is not a saved gpulinear Result")
+        with np.load(_with(base, ".npz"), allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
         return cls(configs=[Config.from_dict(c) for c in doc["configs"]], meta=doc["meta"],
                    **arrays)
@@ -184,15 +189,29 @@ class Result:
         return plot_curves(self, ax=ax, optimal=optimal, labels=labels, title=title, path=path)
 
 
+def _base(path) -> Path:
+    """The path without a trailing .npz/.json; other dots stay ("runs/lr_0.01" is a name)."""
+    base = Path(path)
+    return base.with_name(base.name[:-len(base.suffix)]) if base.suffix in (".npz", ".json") \
+        else base
+
+
+def _with(base: Path, suffix: str) -> Path:
+    return base.with_name(base.name + suffix)
+
+
 def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
 
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
+def json_default(obj):
+    """json.dumps(default=...) for NumPy scalars and arrays and paths."""
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
+    if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    raise TypeError(f"cannot store {type(obj).__name__} in a Result's json")
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

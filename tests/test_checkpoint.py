@@ -47,3 +47,16 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
                  backend="numpy")
     with pytest.raises(ValueError, match="resume=True needs checkpoint"):
         gl.train(X, y, cfgs, loss="l4", steps=10, resume=True, backend="numpy")
+
+
+def test_resuming_a_run_that_stopped_at_its_target_does_not_train_on(tmp_path):
+    X, y, cfgs = _problem()
+    cfgs = [c for c in cfgs if c.lr < 50]
+    kw = dict(loss="l4", steps=4000, log_every=10, target=0.5, stop_at_target=True,
+              backend="numpy", checkpoint=tmp_path / "run.npz")
+    first = gl.train(X, y, cfgs, **kw)
+    assert first.steps[-1] < 4000
+    again = gl.train(X, y, cfgs, resume=True, **kw)
+    np.testing.assert_array_equal(again.steps, first.steps)
+    np.testing.assert_array_equal(again.end_to_end, first.end_to_end)
+    np.testing.assert_array_equal(again.loss, first.loss)

@@ -168,24 +168,12 @@ def test_fused_width1_kernel(dtype):
 # ---- the engine, with and without the kernels ---------------------------------------------------
 
 @pytest.fixture
-def fused_engine(monkeypatch):
-    """gl.train with the CUDA kernels wired in exactly as the engine integration does it:
-    engine._update -> ops.fused_update, Lp.value_and_grad -> ops.fused_value_and_grad."""
-    from gpulinear import engine, losses
-    original_update, original_vg = engine._update, losses.Lp.value_and_grad
-
-    def value_and_grad(self, Z, Yt, out, work):
-        if isinstance(Z, cupy.ndarray):
-            return ops.lp_value_and_grad(Z, Yt, out, work, self.p)
-        return original_vg(self, Z, Yt, out, work)
-
-    def update(b, G, prefixes, alive):
-        if not (isinstance(G, cupy.ndarray) and ops.fused_update(b, G, prefixes, alive)):
-            original_update(b, G, prefixes, alive)
-
-    monkeypatch.setattr(losses.Lp, "value_and_grad", value_and_grad)
-    monkeypatch.setattr(engine, "_update", update)
-    return gl.train
+def fused_engine():
+    """gl.train through the step that the engine wires to the CUDA kernels on CuPy arrays
+    (ops.lp_value_and_grad for the lp pass, ops.fused_update for the e2e rule and the
+    optimizers); fused=False keeps width-1 gd grids off the Numba kernel, tested on its own."""
+    import functools
+    return functools.partial(gl.train, fused=False)
 
 
 def data(k=1, m=200, d=10, seed=0):

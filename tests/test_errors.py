@@ -88,3 +88,13 @@ def test_grid_order_is_documented_cartesian():
     assert [(c.depth, c.lr) for c in cfgs] == [(1, 0.1), (1, 0.2), (2, 0.1), (2, 0.2)]
     assert all(c.width == 3 for c in cfgs)
     assert gl.grid(depth=3, width=(2, 5))[0].widths == (2, 5)
+
+
+def test_xent_needs_one_hot_labels():
+    labels = np.arange(20) % 3
+    with pytest.raises(ValueError, match="y: loss 'xent' needs one-hot labels"):
+        train(y=labels, loss="xent")
+    with pytest.raises(ValueError, match="one-hot"):
+        gl.optimal_loss(X, labels, "xent")
+    res = train(y=np.eye(3)[labels], loss="xent", steps=5)      # the documented fix works
+    assert res.loss.shape == (1, 2) and res.loss[0, -1] < res.loss[0, 0]

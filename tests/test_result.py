@@ -65,3 +65,19 @@ def test_concat_restores_the_original_order(result):
         np.testing.assert_array_equal(getattr(merged, name), getattr(result, name))
     with pytest.raises(ValueError, match="exactly once"):
         gl.Result.concat(parts[:1], 6)
+
+
+def test_save_keeps_dots_in_names(result, tmp_path):
+    result.save(tmp_path / "lr_0.01")
+    result.subset([0]).save(tmp_path / "lr_0.05")
+    assert len(gl.Result.load(tmp_path / "lr_0.01").configs) == 6
+    assert len(gl.Result.load(tmp_path / "lr_0.05.npz").configs) == 1
+
+
+def test_auc_does_not_penalise_reaching_the_optimum():
+    fast = [1.0, 0.1, 0.0, 0.0, 0.0]            # at L* from step 2 on (gap 0 up to rounding)
+    slow = [1.0, 0.5, 0.2, 0.1, 0.05]
+    res = gl.Result(configs=[gl.Config(lr=0.1), gl.Config(lr=0.01)], steps=np.arange(5),
+                    loss=np.array([fast, slow]), diverged_at=np.array([-1, -1]),
+                    end_to_end=np.zeros((2, 1, 3)))
+    assert res.best_indices(by="auc", group=["depth"]) == [0]

@@ -258,7 +258,7 @@ def train_width1_fused(X, Y, W1, wrest, lr, p, steps, log_every, limit=math.inf,
                          f"({SHARED_LIMIT} bytes); use gl.train(backend='cuda') instead")
     if L > max(threads, d):
         raise ValueError(f"depth {L + 1} needs threads >= {L}")
-    from .twins import record_steps
+    from ..engine import record_steps
     rec = record_steps(steps, log_every)
     log = xp.full((B, len(rec)), np.nan, dtype=dt)
     alive = xp.ones(B, dtype=np.bool_)

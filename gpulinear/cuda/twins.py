@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from ..engine import record_steps
+
 from ..backend import to_numpy
 
 
@@ -59,14 +61,6 @@ def optimizer_update(name, grads, state, params, hyper, alive):
 
 def _map(state, fn):
     return type(state)(*[[fn(a) for a in f] if isinstance(f, list) else fn(f) for f in state])
-
-
-def record_steps(steps, log_every):
-    """0, log_every, 2 log_every, ..., and the last step (as gpulinear.engine.record_steps)."""
-    rec = list(range(0, steps + 1, log_every))
-    if rec[-1] != steps:
-        rec.append(steps)
-    return np.asarray(rec, dtype=np.int64)
 
 
 def train_width1(X, Y, W1, wrest, lr, p, steps, log_every, limit=math.inf, depth=None,
