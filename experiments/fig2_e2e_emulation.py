@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 import gpulinear as gl
-from gpulinear.report import ethanol_problem, fmt, optimal_losses, save_json, verdict
+from gpulinear.report import (ethanol_problem, finish_figure, fmt, optimal_losses, save_json,
+                              verdict)
 
 NAME = "fig2"
 TITLE = "Deep nets (widths 1, 100) vs the end-to-end rule Eq 12, N = 2, 3 (Fig 2)"
@@ -117,9 +118,7 @@ def _plot(res, opt, path):
     for ax, loss in zip(axes, ("l2", "l4")):
         idx = [i for i, c in enumerate(res.configs) if c.loss == loss]
         res.subset(idx).plot(ax=ax, optimal=opt[idx], title=f"{loss} loss, lr {LR:g}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 import gpulinear as gl
-from gpulinear.report import (best_per_model, ethanol_problem, fmt, optimal_losses, save_json,
-                              verdict)
+from gpulinear.report import (best_per_model, ethanol_problem, finish_figure, fmt,
+                              optimal_losses, save_json, verdict)
 
 NAME = "fig3"
 TITLE = "Depth 1/2/3 on Ethanol with the lr grid: l2 slightly slower, l4 accelerated (Fig 3)"
@@ -90,9 +90,7 @@ def _plot(res, opt, rows, path, title):
                              labels=[f"depth {res.configs[i].depth}, lr {res.configs[i].lr:g}"
                                      for i in idx])
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path)
 
 
 if __name__ == "__main__":

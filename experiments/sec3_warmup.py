@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import gpulinear as gl
-from gpulinear.report import save_json, verdict
+from gpulinear.report import finish_figure, save_json, verdict
 
 NAME = "sec3"
 TITLE = "Warm-up: GD on w = w1 w2 is GD on w with adaptive rate and momentum (Sec 3, Obs 1)"
@@ -189,11 +189,7 @@ def _plot(path, etas, rel, absd, hand, res):
     ax.semilogy(res.steps, res.loss[0], "k--", lw=1, label="gl.train depth 2, width 1")
     ax.set(xlabel="iteration", ylabel="training loss", title=f"l4, eta {CHECK_ETA:g}")
     ax.legend(fontsize=8)
-    for ax in axes:
-        ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path, axes)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import numpy as np
 
 import gpulinear as gl
 from gpulinear.losses import evaluate
-from gpulinear.report import save_json, steps_to_reach, verdict
+from gpulinear.report import finish_figure, save_json, steps_to_reach, verdict
 
 NAME = "sec7"
 TITLE = "Two-point problem: depth 2 accelerates l4 GD (Sec 7, App B bound y1 / 4 eps1)"
@@ -310,11 +310,7 @@ def _plot(path, s, grid, levels):
     ax.set(xlabel="iteration", ylabel="training loss (L* = 0)",
            title=f"gl.train, N(0, 0.01^2) init, best lr per model (y1 = {grid['y1']:g})")
     ax.legend(fontsize=8)
-    for ax in axes:
-        ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path, axes)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import numpy as np
 
 import gpulinear as gl
 from gpulinear.losses import evaluate
-from gpulinear.report import save_json, verdict
+from gpulinear.report import finish_figure, save_json, verdict
 
 NAME = "theorem2"
 TITLE = "F(W) of Eq 14 is not a gradient field for N > 2: line integral over Gamma_{r,R} (Thm 2)"
@@ -264,11 +264,7 @@ def _plot(path, e, u, radii, rows):
            title="Lemma 3's term takes over as R -> 0")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    for ax in axes[1:]:
-        ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    finish_figure(fig, path, axes[1:])
 
 
 if __name__ == "__main__":

@@ -238,3 +238,13 @@ def best_per_model(result, optimal, group, eps_levels=(), at_steps=()) -> list[d
                      "gap_at": {int(s): float(v) for s, v in zip(at_steps, gaps[n, :-1])},
                      "steps_to_eps": {str(e): int(r) for e, r in zip(eps_levels, reach)}})
     return rows
+
+
+def finish_figure(fig, path, grid_axes=()) -> None:
+    """Light grid on `grid_axes`, tight layout, save at the report's resolution, close."""
+    import matplotlib.pyplot as plt
+    for ax in grid_axes:
+        ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
