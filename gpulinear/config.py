@@ -78,6 +78,8 @@ class Config:
         from .optim import OPTIMIZERS  # the optimizer table is the one source of valid names
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown {self.optimizer!r}; choose one of {tuple(OPTIMIZERS)}")
+        from .optim import hyper_arrays   # fail at grid() time, naming the field, not in train()
+        hyper_arrays(self.optimizer, [self.hyper()], "float64")
         if self.parameterization == "e2e" and self.optimizer != "gd":
             raise ValueError(
                 f"parameterization='e2e' is defined for optimizer='gd' only (Eq 10 is gradient "

@@ -249,6 +249,10 @@ _CHECKS = {
 }
 
 
+def _which(i, per_config) -> str:
+    return f" (entry {i} of {len(per_config)})" if len(per_config) > 1 else ""
+
+
 def hyper_arrays(optimizer: str, per_config: list, dtype, xp=numpy) -> dict:
     """Per-config hyperparameters as ``{name: (B,) array of dtype}`` on ``xp``, for every name in
     ``get_optimizer(optimizer).defaults``. Missing or None values take the torch.optim defaults.
@@ -260,7 +264,7 @@ def hyper_arrays(optimizer: str, per_config: list, dtype, xp=numpy) -> dict:
         for name, value in cfg.items():
             if value is not None and name not in opt.defaults:
                 raise ValueError(
-                    f"{name}: optimizer {optimizer!r} does not use {name!r} (config {i}); it reads "
+                    f"{name}: optimizer {optimizer!r} does not use {name!r}{_which(i, per_config)}; it reads "
                     f"{tuple(opt.defaults)}. Remove it or set it to None")
     out = {}
     for name, default in opt.defaults.items():
@@ -275,7 +279,7 @@ def hyper_arrays(optimizer: str, per_config: list, dtype, xp=numpy) -> dict:
             if not (math.isfinite(x) and ok(x)):
                 raise ValueError(
                     f"{name}: must be finite and {rule} in {dtype} for optimizer {optimizer!r}; "
-                    f"config {i} has {values[i]!r}. Set {name} {rule}, or None for the default "
+                    f"got {values[i]!r}{_which(i, per_config)}. Set {name} {rule}, or None for the default "
                     f"{default!r}")
         out[name] = xp.asarray(arr)
     return out

@@ -98,3 +98,10 @@ def test_xent_needs_one_hot_labels():
         gl.optimal_loss(X, labels, "xent")
     res = train(y=np.eye(3)[labels], loss="xent", steps=5)      # the documented fix works
     assert res.loss.shape == (1, 2) and res.loss[0, -1] < res.loss[0, 0]
+
+
+def test_bad_hyperparameters_fail_when_the_grid_is_built():
+    with pytest.raises(ValueError, match="beta1: must be finite and in \\[0, 1\\).*got 1.5"):
+        gl.grid(optimizer="adam", beta1=[0.9, 1.5])
+    with pytest.raises(ValueError, match="momentum: must be"):
+        gl.Config(optimizer="nesterov", momentum=1.0)
