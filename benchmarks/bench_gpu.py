@@ -3,9 +3,8 @@
     python benchmarks/bench_gpu.py [--budget 200] [--fig3-cap 90] [--json out.json]
 
 Paths, on the Ethanol problem (m = 2565, d = 128), p = 4, gd:
-  cuda     gl.train(backend="cuda") as the engine is (CuPy + cuBLAS)
-  wired    the same with the CUDA C kernels wired in (ops.fused_update / fused_value_and_grad)
-  fused    the Numba multi-step kernel (width 1 only)
+  cuda     gl.train(backend="cuda", fused=False): cuBLAS GEMMs + the CUDA C kernels
+  fused    the Numba multi-step kernel (width 1 only; what train() picks for width-1 gd grids)
   numpy    gl.train(backend="numpy") on the CPU (skipped where one step would take > 3 s)
   jax      jit(vmap) of a per-config step inside lax.scan (when jax is importable)
   torch    a per-config loop of torch autograd steps on the GPU (when torch sees CUDA; B <= 64)
@@ -19,7 +18,6 @@ short run).  Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -69,29 +67,6 @@ def rate(run, B, share, warm=False, max_s=1_000_000):
     return B * (s2 - s1) / max(t2 - t1, 1e-9)
 
 
-@contextlib.contextmanager
-def wired():
-    """gl.train with the CUDA kernels wired in, as the engine integration does it."""
-    import cupy
-    from gpulinear import engine, losses
-    from gpulinear.cuda import ops
-    update, vg = engine._update, losses.Lp.value_and_grad
-
-    def value_and_grad(self, Z, Yt, out, work):
-        if isinstance(Z, cupy.ndarray):
-            return ops.lp_value_and_grad(Z, Yt, out, work, self.p)
-        return vg(self, Z, Yt, out, work)
-
-    def new_update(b, G, prefixes, alive):
-        if not (isinstance(G, cupy.ndarray) and ops.fused_update(b, G, prefixes, alive)):
-            update(b, G, prefixes, alive)
-    engine._update, losses.Lp.value_and_grad = new_update, value_and_grad
-    try:
-        yield
-    finally:
-        engine._update, losses.Lp.value_and_grad = update, vg
-
-
 def configs(B, depth, width, lr=1e-5):
     """B configs, the paper's near-zero init, lrs small enough that none diverges (a diverged
     config changes the cost of a step: masking, non-finite arithmetic)."""
@@ -100,8 +75,10 @@ def configs(B, depth, width, lr=1e-5):
 
 
 def train_runner(X, y, cfgs, dtype, backend):
+    """gl.train's step loop (cuBLAS GEMMs + the CUDA C kernels on CuPy); fused=False keeps
+    width-1 grids off the Numba kernel, which is measured as its own path."""
     return lambda steps: gl.train(X, y, cfgs, loss=gl.Lp(P), steps=steps, log_every=max(steps, 1),
-                                  backend=backend, dtype=dtype)
+                                  backend=backend, dtype=dtype, fused=False)
 
 
 def fused_runner(X, y, cfgs, dtype):
@@ -203,7 +180,6 @@ def bench_grid(X, y, budget):
         row = {"B": B, "depth": n, "width": w, "dtype": dt}
         late = time.perf_counter() > deadline
         paths = {"cuda": lambda: train_runner(X, y, cfgs, dt, "cuda")}
-        paths["wired"] = paths["cuda"]
         if w == 1:
             paths["fused"] = lambda: fused_runner(X, y, cfgs, dt)
         chain = 2 * d * w * (n - 1) + 2 * w * w * max(n - 2, 0) if n > 1 else 0  # flops/config
@@ -216,14 +192,12 @@ def bench_grid(X, y, budget):
             paths["torch"] = lambda: torch_runner(X, y, cfgs, dt)
         for name, make in paths.items():
             try:
-                with (wired() if name == "wired" else contextlib.nullcontext()):
-                    r = rate(make(), B, share / len(paths), warm=name == "jax")
-                row[name] = r
+                row[name] = rate(make(), B, share / len(paths), warm=name == "jax")
             except Exception as exc:  # one failing path must not sink the report
                 row[name] = None
                 row[name + "_error"] = f"{type(exc).__name__}: {str(exc)[:120]}"
                 print(f"  {name}: {row[name + '_error']}", flush=True)
-        best = max((v for k, v in row.items() if k in ("cuda", "wired", "fused", "jax", "torch")
+        best = max((v for k, v in row.items() if k in ("cuda", "fused", "jax", "torch")
                     and isinstance(v, float)), default=None)
         row["floor_gflops"] = None if best is None else 4 * m * d * best / 1e9
         rows.append(row)
@@ -235,8 +209,7 @@ def fmt_row(row):
     def f(v):
         return "-" if not isinstance(v, float) else f"{v:,.0f}"
     return (f"B={row['B']:<5} depth={row['depth']} width={row['width']:<3} {row['dtype']:<7} "
-            + " ".join(f"{k}={f(row.get(k))}" for k in ("cuda", "wired", "fused", "numpy", "jax",
-                                                       "torch"))
+            + " ".join(f"{k}={f(row.get(k))}" for k in ("cuda", "fused", "numpy", "jax", "torch"))
             + (f"  floor {row['floor_gflops']:.1f} GFLOP/s" if row.get("floor_gflops") else ""))
 
 
@@ -270,12 +243,14 @@ def bench_fig3(X, y, cap):
     else:
         out["fused_s"] = t_probe / 2_000 * steps
         out["fused_measured"] = False
-    with wired():
-        run = lambda n: gl.train(X, y, cfgs, steps=n, log_every=max(1, n // 200),  # noqa: E731
-                                 backend="cuda")
-        run(5)
-        t1, t2 = timed(lambda: run(10)), timed(lambda: run(510))
-        out["wired_s_extrapolated"] = (t2 - t1) / 500 * steps + t1
+    def run(n, fused):
+        return gl.train(X, y, cfgs, steps=n, log_every=max(1, n // 200), backend="cuda",
+                        fused=fused)
+    run(5, False)
+    t1, t2 = timed(lambda: run(10, False)), timed(lambda: run(510, False))
+    out["wired_s_extrapolated"] = (t2 - t1) / 500 * steps + t1       # the cuBLAS step loop
+    if out["fused_s"] < cap:                                          # train() as a user calls it
+        out["train_default_s"] = timed(lambda: run(steps, None))
     return out
 
 

@@ -166,17 +166,27 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
 def _width1_eligible(configs, default_loss, Y64, targets) -> bool:
     """Whether the fused width-1 kernel computes exactly what _Run would for this call."""
     losses = {get_loss(c.loss if c.loss is not None else default_loss) for c in configs}
-    return (Y64.shape[1] == 1 and targets is None and len(losses) == 1
-            and getattr(next(iter(losses)), "p", None) is not None
+    return (Y64.shape[1] == 1 and targets is None and all(loss.residual for loss in losses)
             and all(c.optimizer == "gd" and c.parameterization == "deep"
                     and set(c.widths) <= {1} for c in configs))
 
 
 def _train_fused_width1(X64, Y64, configs, default_loss, dt, steps, log_every, diverge_above,
                         backend) -> Result:
-    """train() through gpulinear.cuda.train_width1_fused: W_1 (B, d) and scalars w_2..w_N."""
+    """train() through gpulinear.cuda.train_width1_fused, one launch sequence per lp loss."""
+    groups: dict = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(get_loss(c.loss if c.loss is not None else default_loss), []).append(i)
+    parts = [(idx, _fused_width1_one_loss(X64, Y64, [configs[i] for i in idx], loss, dt, steps,
+                                          log_every, diverge_above, backend))
+             for loss, idx in groups.items()]
+    return parts[0][1] if len(parts) == 1 else Result.concat(parts, len(configs))
+
+
+def _fused_width1_one_loss(X64, Y64, configs, loss, dt, steps, log_every, diverge_above,
+                           backend) -> Result:
+    """Configs of one lp loss: W_1 (B, d) and the scalars w_2..w_N in the fused kernel."""
     from .cuda.fused import train_width1_fused
-    loss = get_loss(configs[0].loss if configs[0].loss is not None else default_loss)
     d = X64.shape[1]
     inits = [init_weights(c, d, 1) for c in configs]
     n_scalars = max(1, max(c.depth for c in configs) - 1)

@@ -135,7 +135,8 @@ def test_train_fused_width1_path_equals_numpy_train():
     """The path train(backend='cuda') takes for eligible grids, run here on the simulator."""
     from gpulinear import engine
     X, Y, cfgs, *_ = problem()
-    cfgs = cfgs + [gl.Config(depth=2, lr=80.0, init_scale=0.3)]     # one that diverges
+    cfgs = cfgs + [gl.Config(depth=2, lr=80.0, init_scale=0.3),     # one that diverges
+                   gl.Config(depth=3, lr=0.05, loss="l2", seed=4)]      # another lp loss
     X64, Y64 = X, Y[:, None]
     assert engine._width1_eligible(cfgs, gl.Lp(4), Y64, None)
     assert not engine._width1_eligible(cfgs + [gl.Config(optimizer="adam")], gl.Lp(4), Y64, None)
