@@ -324,7 +324,8 @@ class _Run:
         return False
 
     def result(self, configs, targets, meta) -> Result:
-        _forward(self.buckets, self.We)            # W_e of the final weights (also after resume)
+        with np.errstate(over="ignore", invalid="ignore"):   # diverged configs may overflow
+            _forward(self.buckets, self.We)        # W_e of the final weights (also after resume)
         order = np.argsort(self.rows_of)                              # buffer rows -> user order
         n = len(self.rec_steps)
         return Result(
