@@ -150,8 +150,9 @@ def _train(args) -> int:
     wall = time.perf_counter() - start
     import numpy as np
 
+    from .losses import config_loss
     from .optimum import optimal_loss
-    names = [c.loss or options["loss"] for c in configs]           # a Config's own loss wins
+    names = [config_loss(c, options["loss"]).name for c in configs]   # a Config's own wins
     lstars = {name: optimal_loss(X, y, name) for name in set(names)}
     opt = np.array([lstars[name] for name in names])
     res.meta.update(optimal_loss=lstars, wall_seconds=wall, data=args.data,

@@ -30,7 +30,7 @@ from .config import Config
 from .data import check_data
 from .e2e import end_to_end_update
 from .inits import init_weights
-from .losses import check_targets_for, get_loss
+from .losses import check_targets_for, config_loss, get_loss
 from .optim import get_optimizer, hyper_arrays
 from .result import Result
 
@@ -51,7 +51,7 @@ class Bucket:
 
 def bucket_key(cfg: Config, default_loss) -> tuple:
     """What must be equal for two configs to share stacked arrays."""
-    loss = get_loss(cfg.loss if cfg.loss is not None else default_loss)
+    loss = config_loss(cfg, default_loss)
     return (cfg.depth, cfg.widths, loss, cfg.optimizer, cfg.parameterization)
 
 
@@ -105,7 +105,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
     targets = _check_target(target, len(configs))
     for cfg in configs:
-        check_targets_for(get_loss(cfg.loss if cfg.loss is not None else loss), Y64)
+        check_targets_for(config_loss(cfg, loss), Y64)
     if which == "cuda":
         import cupy as xp
         if fused is not False and checkpoint is None and _width1_eligible(configs, loss, Y64,
@@ -165,7 +165,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
 
 def _width1_eligible(configs, default_loss, Y64, targets) -> bool:
     """Whether the fused width-1 kernel computes exactly what _Run would for this call."""
-    losses = {get_loss(c.loss if c.loss is not None else default_loss) for c in configs}
+    losses = {config_loss(c, default_loss) for c in configs}
     return (Y64.shape[1] == 1 and targets is None and all(loss.residual for loss in losses)
             and all(c.optimizer == "gd" and c.parameterization == "deep"
                     and set(c.widths) <= {1} for c in configs))
@@ -176,7 +176,7 @@ def _train_fused_width1(X64, Y64, configs, default_loss, dt, steps, log_every, d
     """train() through gpulinear.cuda.train_width1_fused, one launch sequence per lp loss."""
     groups: dict = {}
     for i, c in enumerate(configs):
-        groups.setdefault(get_loss(c.loss if c.loss is not None else default_loss), []).append(i)
+        groups.setdefault(config_loss(c, default_loss), []).append(i)
     parts = [(idx, _fused_width1_one_loss(X64, Y64, [configs[i] for i in idx], loss, dt, steps,
                                           log_every, diverge_above, backend))
              for loss, idx in groups.items()]
@@ -421,7 +421,7 @@ def _build_buckets(configs, default_loss, d, k, dt, xp):
         B = len(cfgs)
         buckets.append(Bucket(
             index=np.asarray(positions), rows=slice(start, start + B), depth=first.depth,
-            loss=get_loss(first.loss if first.loss is not None else default_loss),
+            loss=config_loss(first, default_loss),
             optimizer=opt, e2e=e2e, params=layers, state=opt.init(layers),
             hyper=hyper_arrays(first.optimizer, [c.hyper() for c in cfgs], dt, xp)))
         start += B

@@ -109,6 +109,11 @@ def get_loss(loss):
     raise ValueError(f"loss: unknown {loss!r}; use one of {LOSS_NAMES} or gl.Lp(p)")
 
 
+def config_loss(cfg, default):
+    """The loss a config trains on: its own `loss` when set, else train()'s `default`."""
+    return get_loss(cfg.loss if cfg.loss is not None else default)
+
+
 def evaluate(loss, We, X, Y):
     """Loss values (B,) and gradients dL/dW_e (B, k, d) at end-to-end matrices We (B, k, d).
 
