@@ -84,14 +84,9 @@ def train_runner(X, y, cfgs, dtype, backend):
 def fused_runner(X, y, cfgs, dtype):
     import cupy
     from gpulinear.cuda.fused import train_width1_fused
-    depth = np.array([c.depth for c in cfgs])
-    inits = [gl.init_weights(c, X.shape[1], 1) for c in cfgs]
-    W1 = cupy.asarray(np.stack([w[0][0] for w in inits]), dtype=dtype)
-    L = max(1, int(depth.max()) - 1)
-    wrest = np.ones((len(cfgs), L))
-    for i, w in enumerate(inits):
-        wrest[i, :len(w) - 1] = [x[0, 0] for x in w[1:]]
-    wrest = cupy.asarray(wrest, dtype=dtype)
+    from gpulinear.cuda import width1_start
+    W1, wrest, depth = width1_start(cfgs, X.shape[1])
+    W1, wrest = cupy.asarray(W1, dtype=dtype), cupy.asarray(wrest, dtype=dtype)
     Xd, yd = cupy.asarray(X, dtype=dtype), cupy.asarray(y, dtype=dtype)
     lr = cupy.asarray([c.lr for c in cfgs], dtype=dtype)
     return lambda steps: train_width1_fused(Xd, yd, W1, wrest, lr, P, steps, max(steps, 1),
@@ -216,6 +211,7 @@ def fmt_row(row):
 def bench_fig3(X, y, cap):
     """The Figure-3 grid: fused kernel (measured, extrapolated past `cap` s) and wired gl.train."""
     import cupy
+    from gpulinear.cuda import width1_start
     from gpulinear.cuda.fused import train_width1_fused
     steps = 100_000
     cfgs = gl.grid(loss=["l2", "l4"], depth=[1, 2, 3], lr=list(gl.LR_GRID), seed=0)
@@ -227,13 +223,9 @@ def bench_fig3(X, y, cap):
 
     def fused(n):
         for loss, cs in groups.items():
-            inits = [gl.init_weights(c, X.shape[1], 1) for c in cs]
-            wrest = np.ones((len(cs), 2))
-            for i, w in enumerate(inits):
-                wrest[i, :len(w) - 1] = [x[0, 0] for x in w[1:]]
-            train_width1_fused(Xd, yd, cupy.asarray(np.stack([w[0][0] for w in inits])),
-                               cupy.asarray(wrest), [c.lr for c in cs], float(loss[1:]), n,
-                               max(1, n // 200), depth=[c.depth for c in cs],
+            W1, wrest, depth = width1_start(cs, X.shape[1])
+            train_width1_fused(Xd, yd, cupy.asarray(W1), cupy.asarray(wrest), [c.lr for c in cs],
+                               float(loss[1:]), n, max(1, n // 200), depth=depth,
                                steps_per_launch=10_000)
     fused(10)                                                  # compile
     t_probe = timed(lambda: fused(2_000))

@@ -186,17 +186,12 @@ def _train_fused_width1(X64, Y64, configs, default_loss, dt, steps, log_every, d
 def _fused_width1_one_loss(X64, Y64, configs, loss, dt, steps, log_every, diverge_above,
                            backend) -> Result:
     """Configs of one lp loss: W_1 (B, d) and the scalars w_2..w_N in the fused kernel."""
+    from .cuda import width1_start
     from .cuda.fused import train_width1_fused
     d = X64.shape[1]
-    inits = [init_weights(c, d, 1) for c in configs]
-    n_scalars = max(1, max(c.depth for c in configs) - 1)
-    W1 = np.stack([w[0][0] for w in inits]).astype(dt)                 # (B, d)
-    wrest = np.ones((len(configs), n_scalars), dtype=dt)                # (B, L), unused ones = 1
-    for i, w in enumerate(inits):
-        wrest[i, :len(w) - 1] = [float(W[0, 0]) for W in w[1:]]
-    depth = np.array([c.depth for c in configs])
+    W1, wrest, depth = width1_start(configs, d)                         # (B, d), (B, L), (B,)
     out = train_width1_fused(
-        X64.astype(dt), Y64[:, 0].astype(dt), W1, wrest,
+        X64.astype(dt), Y64[:, 0].astype(dt), W1.astype(dt), wrest.astype(dt),
         np.array([c.lr for c in configs], dtype=dt), loss.p, steps, log_every,
         math.inf if diverge_above is None else float(diverge_above), depth=depth,
         weight_decay=np.array([c.weight_decay for c in configs], dtype=dt))

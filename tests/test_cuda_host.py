@@ -193,13 +193,8 @@ def _width1_problem(B_lrs=(0.05, 0.05, 0.03), depths=(1, 2, 3), m=37, d=5, seed=
     Y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=m)
     cfgs = [gl.Config(depth=n, lr=lr, init="identity", seed=i + 1)
             for i, (n, lr) in enumerate(zip(depths, B_lrs))]
-    inits = [gl.init_weights(c, d, 1) for c in cfgs]
-    L = max(1, max(depths) - 1)
-    W1 = np.stack([w[0][0] for w in inits])
-    wrest = np.ones((len(cfgs), L))
-    for c, w in enumerate(inits):
-        wrest[c, :len(w) - 1] = [wj[0, 0] for wj in w[1:]]
-    return X, Y, cfgs, W1, wrest, np.array(depths), np.array(B_lrs)
+    W1, wrest, depth = glc.width1_start(cfgs, d)
+    return X, Y, cfgs, W1, wrest, depth, np.array(B_lrs)
 
 
 @pytest.mark.parametrize("p", [2.0, 4.0, 3.0])

@@ -19,7 +19,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 pytest.importorskip("numba.cuda", reason="numba-cuda is not installed (pip install numba-cuda)")
 
 import gpulinear as gl  # noqa: E402
-from gpulinear.cuda import fused, twins  # noqa: E402
+from gpulinear.cuda import fused, twins, width1_start  # noqa: E402
 
 pytestmark = pytest.mark.sim
 
@@ -41,12 +41,8 @@ def problem(lrs=(0.05, 0.05, 0.03), depths=(1, 2, 3), m=37, d=5, seed=0):
     Y = X @ rng.normal(size=d) + 0.1 * rng.normal(size=m)
     cfgs = [gl.Config(depth=n, lr=lr, init="identity", seed=i + 1)
             for i, (n, lr) in enumerate(zip(depths, lrs))]
-    inits = [gl.init_weights(c, d, 1) for c in cfgs]
-    W1 = np.stack([w[0][0] for w in inits])
-    wrest = np.ones((len(cfgs), max(1, max(depths) - 1)))
-    for c, w in enumerate(inits):
-        wrest[c, :len(w) - 1] = [wj[0, 0] for wj in w[1:]]
-    return X, Y, cfgs, W1, wrest, np.array(depths), np.array(lrs)
+    W1, wrest, depth = width1_start(cfgs, d)
+    return X, Y, cfgs, W1, wrest, depth, np.array(lrs)
 
 
 def end_to_end(W1, wrest, depth):

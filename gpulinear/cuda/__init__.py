@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "free_device_bytes", "device_info",
-           "format_device_info", "full_fp32_matmul", "GraphSteps", "STATE_COPIES"]
+           "format_device_info", "full_fp32_matmul", "GraphSteps", "STATE_COPIES", "width1_start"]
 
 # Optimizer state buffers per parameter (gpulinear.optim's NamedTuples, the count aside).
 STATE_COPIES = {"gd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "adam": 2,
@@ -45,6 +45,20 @@ def memory_per_config(depth, widths, k, d, m, dtype, optimizer="gd", n_records=0
     prefix = 0 if e2e else sum(dims[j + 1] * d for j in range(depth))
     elems = 3 * P * (1 + S) + P + prefix + 2 * k * d + 3 * k * m + n_records + 1
     return int(elems * np.dtype(dtype).itemsize + 3 * 8)
+
+
+def width1_start(configs, d):
+    """The fused width-1 kernel's inputs for configs of hidden width 1 and k = 1, exactly the
+    weights train() starts from (gl.init_weights): W1 (B, d), the scalars w_2..w_N as wrest
+    (B, L) with L = max(1, max depth - 1) and unused entries 1, and depth (B,).  float64."""
+    from ..inits import init_weights
+    inits = [init_weights(c, d, 1) for c in configs]
+    depth = np.array([c.depth for c in configs])
+    W1 = np.stack([w[0][0] for w in inits])
+    wrest = np.ones((len(configs), max(1, int(depth.max()) - 1)))
+    for i, w in enumerate(inits):
+        wrest[i, :len(w) - 1] = [float(W[0, 0]) for W in w[1:]]
+    return W1, wrest, depth
 
 
 class ChunkPlan(NamedTuple):
