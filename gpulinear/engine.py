@@ -84,14 +84,17 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     "l<p>", gl.Lp(p) or "xent" (a Config's own `loss` wins); backend "auto" | "numpy" | "cuda";
     dtype "float64" | "float32".  The loss is recorded at step 0, every `log_every` steps and at
     the last step.  A config whose loss or weights become non-finite, or whose loss exceeds
-    `diverge_above`, is flagged, frozen at its last weights and never touches another config.
+    `diverge_above`, is flagged and frozen at the step where that is seen (its weights there,
+    which may already be non-finite), and never touches another config.
     `target` (a float, or one per config) gives `steps_to_target`, the first step whose loss is
     <= target; with stop_at_target=True training ends at the first log point where every live
     config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (on the
     NumPy backend a resumed run equals an uninterrupted one exactly).  fused: on CUDA, a grid of
-    width-1 gd chains on one lp loss with k = 1 and no target runs in the Numba kernel that keeps
-    each config's whole loop on the device (None: whenever eligible; False: never).
+    width-1 gd chains on lp losses with k = 1, no target and no checkpoint runs in the Numba
+    kernel that keeps each config's whole loop on the device (None or True: whenever eligible;
+    when the kernel cannot run there, None falls back to the plain CUDA step and True raises;
+    False: never).
     """
     configs = _check_configs(configs)
     steps = _check_count("steps", steps, 0)
@@ -267,7 +270,9 @@ class _Run:
         self.t = self.n_rec = self.started = 0
         self.cuda_ops = None
         if xp is not np:   # fused kernels for the lp pass, the e2e rule and the optimizers
+            from .cuda import full_fp32_matmul
             from .cuda import ops as cuda_ops
+            full_fp32_matmul()   # before the first GEMM of step 0, not at the first update
             self.cuda_ops = cuda_ops
 
     def step(self, steps, stop_at_target) -> bool:

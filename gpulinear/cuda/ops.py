@@ -5,10 +5,9 @@ and allocates nothing when given its output buffers (`values=`, `alive=`), so a 
 them can be captured into a CUDA graph (gpulinear.cuda.GraphSteps).  NumPy twins:
 gpulinear.cuda.twins.  CuPy is imported inside the functions only.
 
-Engine integration (CuPy buckets only): in the loss loop,
-    v = fused_value_and_grad(b, Z[b.rows], Yb, D[b.rows], work[b.rows], values=values[b.rows])
-    if v is None: values[b.rows] = b.loss.value_and_grad(...)        # e.g. cross-entropy
-and first thing in engine._update:  if fused_update(b, G, prefixes, alive): return
+Engine integration (CuPy only, gpulinear.engine._Run.step): the loss pass of an lp loss calls
+lp_value_and_grad over the rows of that loss; the update of each bucket calls fused_update and
+falls back to the generic code when it returns False.
 """
 from __future__ import annotations
 
@@ -207,12 +206,6 @@ def bucket_ops(b) -> StepOps:
     if key not in _STEP_OPS:
         _STEP_OPS[key] = cuda_step_ops(*key)
     return _STEP_OPS[key]
-
-
-def fused_value_and_grad(b, Z, Yt, out, work, values=None):
-    """The lp pass of bucket b through the kernel (values (B,)), or None: use b.loss's own."""
-    vg = bucket_ops(b).value_and_grad
-    return None if vg is None else vg(Z, Yt, out, work, values=values)
 
 
 def fused_update(b, G, prefixes, alive) -> bool:
