@@ -82,10 +82,18 @@ class Result:
         """One Result from [(config positions, Result of those configs)] covering range(n), in
         position order (chunks of one grid, or shards run elsewhere).  Every part must have
         recorded the same steps."""
+        if not parts:
+            raise ValueError("concat: no parts")
         order = np.concatenate([np.asarray(idx, dtype=np.int64) for idx, _ in parts])
         if sorted(order.tolist()) != list(range(n)):
             raise ValueError(f"parts must cover configs 0..{n - 1} exactly once")
         results = [r for _, r in parts]
+        for idx, r in parts:
+            if len(r.configs) != len(idx) or r.loss.shape[0] != len(idx):
+                raise ValueError(f"concat: a part lists {len(idx)} positions but its Result "
+                                 f"holds {len(r.configs)} configs")
+        if len({r.steps_to_target is None for r in results}) > 1:
+            raise ValueError("concat: some parts have a target and some do not")
         steps = results[0].steps
         for r in results[1:]:
             if not np.array_equal(r.steps, steps):

@@ -81,3 +81,13 @@ def test_auc_does_not_penalise_reaching_the_optimum():
                     loss=np.array([fast, slow]), diverged_at=np.array([-1, -1]),
                     end_to_end=np.zeros((2, 1, 3)))
     assert res.best_indices(by="auc", group=["depth"]) == [0]
+
+
+def test_concat_refuses_parts_that_disagree(result):
+    with pytest.raises(ValueError, match="lists 2 positions but its Result holds 1"):
+        gl.Result.concat([([0, 1], result.subset([0])),
+                          ([2, 3, 4, 5], result.subset([2, 3, 4, 5]))], 6)
+    untargeted = result.subset([0, 1])
+    untargeted.steps_to_target = untargeted.target = None
+    with pytest.raises(ValueError, match="some parts have a target"):
+        gl.Result.concat([([0, 1], untargeted), ([2, 3, 4, 5], result.subset([2, 3, 4, 5]))], 6)
