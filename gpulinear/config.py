@@ -55,15 +55,15 @@ class Config:
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "depth", _check_int("depth", self.depth, 1))
+        object.__setattr__(self, "depth", check_int("depth", self.depth, 1))
         if isinstance(self.width, (list, tuple)):
-            object.__setattr__(self, "width", tuple(_check_int("width", w, 1) for w in self.width))
+            object.__setattr__(self, "width", tuple(check_int("width", w, 1) for w in self.width))
             if len(self.width) != self.depth - 1:
                 raise ValueError(
                     f"width: a tuple of hidden widths needs depth-1 = {self.depth - 1} entries, "
                     f"got {len(self.width)} ({self.width}); give one int to use it for every layer")
         else:
-            object.__setattr__(self, "width", _check_int("width", self.width, 1))
+            object.__setattr__(self, "width", check_int("width", self.width, 1))
         _check_positive("lr", self.lr)
         if not (isinstance(self.weight_decay, numbers.Real) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
@@ -88,7 +88,7 @@ class Config:
         if self.loss is not None:
             from .losses import get_loss
             get_loss(self.loss)  # raises naming `loss` for an unknown one
-        object.__setattr__(self, "seed", _check_int("seed", self.seed, 0))
+        object.__setattr__(self, "seed", check_int("seed", self.seed, 0))
         for name in ("lr", "weight_decay", "init_scale"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
@@ -161,7 +161,7 @@ def grid(**fields) -> list[Config]:
     return [Config(**dict(zip(names, combo))) for combo in itertools.product(*axes)]
 
 
-def _check_int(name, value, minimum) -> int:
+def check_int(name, value, minimum) -> int:
     """`value` as a plain int >= minimum (numpy integers accepted), else a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")

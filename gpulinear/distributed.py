@@ -59,8 +59,9 @@ from pathlib import Path
 import numpy as np
 
 from .backend import BACKENDS
+from .config import check_int
 from .data import check_data
-from .engine import _check_configs, _check_count, _check_target, plan_buckets
+from .engine import _check_configs, _check_target, plan_buckets
 from .engine import train as _train_one
 from .losses import get_loss
 from .result import Result
@@ -95,11 +96,11 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
     if sum(v is not None for v in (client, scheduler, workers)) > 1:
         raise ValueError("give at most one of client=, scheduler=, workers=")
     if workers is not None:
-        workers = _check_count("workers", workers, 1)
+        workers = check_int("workers", workers, 1)
     if shard_size is not None:
-        shard_size = _check_count("shard_size", shard_size, 1)
-    checkpoint_every = _check_count("checkpoint_every", checkpoint_every, 1)
-    retries = _check_count("retries", retries, 0)
+        shard_size = check_int("shard_size", shard_size, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+    retries = check_int("retries", retries, 0)
     kwargs = dict(train_kwargs)
     resume = bool(kwargs.pop("resume", False))
     if "checkpoint" in kwargs:
@@ -118,7 +119,7 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
     dry = dict(kwargs, steps=0, backend="numpy", progress=False)
     if targets is not None:
         dry["target"] = targets[:1]
-    _check_count("steps", kwargs.get("steps", 1000), 0)
+    check_int("steps", kwargs.get("steps", 1000), 0)
     _train_one(X64[:2], Y64[:2], configs[:1], **dry)
     default_loss = kwargs.get("loss", "l2")
     backend = kwargs.get("backend", "auto")
@@ -167,7 +168,7 @@ def plan_shards(configs, default_loss, shard_size) -> list[list[int]]:
     single-process run (module docstring).
     """
     configs = _check_configs(configs)
-    shard_size = _check_count("shard_size", shard_size, 1)
+    shard_size = check_int("shard_size", shard_size, 1)
     order = [i for bucket in plan_buckets(configs, get_loss(default_loss)) for i in bucket]
     size = shard_size if shard_size == 1 else shard_size - shard_size % 2
     shards = [order[a:a + size] for a in range(0, len(order), size)]

@@ -26,7 +26,7 @@ import numpy as np
 
 from .backend import array_namespace, resolve_backend, resolve_dtype, to_numpy
 from .chain import layer_gradients, prefix_products
-from .config import Config
+from .config import Config, check_int
 from .data import check_data
 from .e2e import end_to_end_update
 from .inits import init_weights
@@ -97,9 +97,9 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     False: never).
     """
     configs = _check_configs(configs)
-    steps = _check_count("steps", steps, 0)
-    log_every = _check_count("log_every", log_every, 1)
-    checkpoint_every = _check_count("checkpoint_every", checkpoint_every, 1)
+    steps = check_int("steps", steps, 0)
+    log_every = check_int("log_every", log_every, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     loss = get_loss(loss)
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
@@ -484,14 +484,6 @@ def _check_configs(configs):
         if not isinstance(c, Config):
             raise TypeError(f"configs must hold Config objects, got {type(c).__name__}")
     return configs
-
-
-def _check_count(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _check_target(target, n):
