@@ -13,10 +13,7 @@ and steps-to-target all stay on the device).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint as ckpt
+from . import interrupt, memory
 from .backend import array_namespace, resolve_backend, resolve_dtype, to_numpy
 from .chain import layer_gradients, prefix_products
 from .config import Config, check_int
@@ -77,7 +76,8 @@ def record_steps(steps: int, log_every: int) -> np.ndarray:
 
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
           target=None, stop_at_target=False, diverge_above=None, progress=None,
-          checkpoint=None, checkpoint_every=1000, resume=False, fused=None) -> Result:
+          checkpoint=None, checkpoint_every=1000, resume=False, fused=None,
+          overwrite=False) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
@@ -90,7 +90,12 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     <= target; with stop_at_target=True training ends at the first log point where every live
     config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (on the
-    NumPy backend a resumed run equals an uninterrupted one exactly).  fused: on CUDA, a grid of
+    NumPy backend a resumed run equals an uninterrupted one exactly), also to more steps than a
+    finished run had; an existing checkpoint is replaced only with overwrite=True, and one
+    written by another live process is refused (gpulinear.checkpoint).  Ctrl-C stops between two
+    steps, writes the checkpoint and raises gpulinear.interrupt.TrainingInterrupted carrying
+    the partial Result.  On NumPy a grid larger than the available memory runs in chunks
+    (gpulinear.memory).  fused: on CUDA, a grid of
     width-1 gd chains on lp losses with k = 1, no target and no checkpoint runs in the Numba
     kernel that keeps each config's whole loop on the device (None or True: whenever eligible;
     when the kernel cannot run there, None falls back to the plain CUDA step and True raises;
@@ -100,6 +105,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     steps = check_int("steps", steps, 0)
     log_every = check_int("log_every", log_every, 1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+    n_rec = memory.check_schedule(steps, log_every)   # before anything of that size is built
     loss = get_loss(loss)
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
@@ -109,6 +115,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     targets = _check_target(target, len(configs))
     for cfg in configs:
         check_targets_for(config_loss(cfg, loss), Y64)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=<path>")
+    if checkpoint is not None:       # fail now, not after the training that it would lose
+        ckpt.check_writable(checkpoint)
     if which == "cuda":
         import cupy as xp
         if fused is not False and checkpoint is None and _width1_eligible(configs, loss, Y64,
@@ -137,33 +147,81 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
             return Result.concat(parts, len(configs))
     else:
         xp = np
+        per, shared = memory.grid_bytes(configs, Y64.shape[1], X64.shape[1], X64.shape[0], dt, n_rec)
+        plan = memory.plan_chunks(len(configs), per, memory.available_host_bytes(), shared,
+                                  where="host")
+        if len(plan.chunks) > 1:
+            if checkpoint is not None:
+                raise MemoryError(plan.message.replace("gpulinear: ", "") + "; checkpoint= needs "
+                                  "one chunk: use smaller grids (gpulinear.distributed)")
+            print(plan.message, file=sys.stderr)
+            # each chunk runs all `steps`: stopping at the target is a decision over the whole grid
+            return Result.concat([(list(range(c.start, c.stop)), train(
+                X64, Y64, configs[c], loss=loss, steps=steps, log_every=log_every,
+                backend=backend, dtype=dtype, target=None if targets is None else targets[c],
+                diverge_above=diverge_above, progress=progress)) for c in plan.chunks],
+                len(configs))
+    lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
+    try:
+        return _train_run(xp, X64, Y64, configs, loss, dt, steps, log_every, targets,
+                          diverge_above, stop_at_target, progress, which, checkpoint,
+                          checkpoint_every, resume, overwrite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_run(xp, X64, Y64, configs, loss, dt, steps, log_every, targets, diverge_above,
+               stop_at_target, progress, which, checkpoint, checkpoint_every, resume,
+               overwrite) -> Result:
+    """train() after its checks, with the checkpoint's lock held: the step loop, its
+    checkpoints and the answer to Ctrl-C."""
     run = _Run(xp, X64, Y64, configs, loss, dt, record_steps(steps, log_every), targets,
                math.inf if diverge_above is None else float(diverge_above))
+    meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
+            "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every, "steps_requested": steps,
+            "diverge_above": diverge_above}
     fingerprint = None
     if checkpoint is not None:
-        fingerprint = _fingerprint(X64, Y64, configs, loss, dt, steps, log_every, targets,
-                                   diverge_above, stop_at_target)
-        if resume and Path(checkpoint).exists():
-            run.load(checkpoint, fingerprint)
-    elif resume:
-        raise ValueError("resume=True needs checkpoint=<path>")
+        fingerprint = ckpt.run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets,
+                                           diverge_above, stop_at_target)
+        saved = ckpt.open_run(checkpoint, fingerprint, steps, resume, overwrite)
+        if saved is not None:
+            run.load(saved)
+
+    def save():
+        return ckpt.save_or_rescue(lambda path: run.save(path, fingerprint, steps), checkpoint)
+
     bar = _Progress(steps, progress)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # divergence is handled
-        while True:
-            if checkpoint is not None and run.t % checkpoint_every == 0 and run.t > run.started:
-                run.save(checkpoint, fingerprint)
-            done = run.step(steps, stop_at_target)
-            if run.t % 256 == 0 or done:
-                bar.update(run.t)
-            if done:
-                break
+    with interrupt.deferred_sigint() as stop:
+        try:
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # handled
+                while True:
+                    if checkpoint is not None and run.t % checkpoint_every == 0 \
+                            and run.t > run.started:
+                        save()
+                    done = run.step(steps, stop_at_target)
+                    if run.t % 256 == 0 or done:
+                        bar.update(run.t)
+                    if done:
+                        break
+                    if stop.requested:     # Ctrl-C, seen between two steps: the state is whole
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            bar.close(done=False)
+            if not stop.requested:         # raised inside a step: the last checkpoint stands
+                raise
+            written = None if checkpoint is None else save()
+            rec_steps, run.rec_steps = run.rec_steps, run.rec_steps[:run.n_rec]
+            partial = run.result(configs, targets, dict(meta, interrupted_at=run.t))
+            run.rec_steps = rec_steps
+            raise interrupt.TrainingInterrupted(partial, run.t, steps, written) from None
     bar.close()
     if checkpoint is not None:
-        run.save(checkpoint, fingerprint)
-    return run.result(configs, targets, {
-        "loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
-        "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every, "steps_requested": steps,
-        "diverge_above": diverge_above})
+        written = save()
+        if written != Path(checkpoint):
+            meta["checkpoint_rescued_to"] = str(written)
+    return run.result(configs, targets, meta)
 
 
 def _width1_eligible(configs, default_loss, Y64, targets) -> bool:
@@ -336,7 +394,7 @@ class _Run:
             steps_to_target=None if targets is None else to_numpy(self.reached_at)[order],
             target=targets, meta=meta)
 
-    # -- checkpoints: one npz, written to a temporary file and renamed (atomic) --------------
+    # -- checkpoints: thin calls into gpulinear.checkpoint (atomic, content-checked) ---------
     def _arrays(self) -> dict:
         arrays = {"t": np.int64(self.t), "n_rec": np.int64(self.n_rec),
                   "rec_steps": self.rec_steps, "log": self.log, "alive": self.alive,
@@ -348,28 +406,21 @@ class _Run:
                 arrays[f"b{i}_state_{name}"] = value
         return {name: to_numpy(a) for name, a in arrays.items()}
 
-    def save(self, path, fingerprint):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, fingerprint=np.array(fingerprint), **self._arrays())
-        os.replace(tmp, path)
+    def save(self, path, fingerprint, steps):
+        ckpt.save(path, fingerprint, self._arrays(), steps)
 
-    def load(self, path, fingerprint):
+    def load(self, saved: dict):
+        """Continue from a checkpoint's arrays (gpulinear.checkpoint.open_run), under this call's
+        record schedule: a longer one when a finished run is extended."""
         xp = self.xp
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
-                raise ValueError(f"checkpoint {path} belongs to a different run (other data, "
-                                 "configs or settings); delete it or give another path")
-            self.t = self.started = int(z["t"])
-            self.n_rec = int(z["n_rec"])
-            self.rec_steps = z["rec_steps"]
-            for name in ("log", "alive", "diverged_at", "reached_at"):
-                getattr(self, name)[...] = xp.asarray(z[name])
-            for i, b in enumerate(self.buckets):
-                b.params = [xp.asarray(z[f"b{i}_param{j}"]) for j in range(len(b.params))]
-                b.state = _unflatten(b.state, lambda name, i=i: xp.asarray(z[f"b{i}_state_{name}"]))
+        self.t = self.started = int(saved["t"])
+        self.rec_steps, self.n_rec = ckpt.align_records(saved, self.rec_steps)
+        self.log[:, :self.n_rec] = xp.asarray(saved["log"][:, :self.n_rec])
+        for name in ("alive", "diverged_at", "reached_at"):
+            getattr(self, name)[...] = xp.asarray(saved[name])
+        for i, b in enumerate(self.buckets):
+            b.params = [xp.asarray(saved[f"b{i}_param{j}"]) for j in range(len(b.params))]
+            b.state = _unflatten(b.state, lambda name, i=i: xp.asarray(saved[f"b{i}_state_{name}"]))
 
 
 def _flatten(state, prefix=""):
@@ -393,18 +444,6 @@ def _unflatten(state, read):
         else:
             values.append(read(field))
     return type(state)(*values)
-
-
-def _fingerprint(X64, Y64, configs, loss, dt, steps, log_every, targets, diverge_above,
-                 stop_at_target) -> str:
-    """What a checkpoint must match to be resumed: the data, the configs and the settings."""
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(X64).tobytes())
-    h.update(np.ascontiguousarray(Y64).tobytes())
-    h.update(json.dumps([c.to_dict() for c in configs], sort_keys=True).encode())
-    h.update(repr((loss.name, dt.name, steps, log_every, diverge_above, stop_at_target,
-                   None if targets is None else targets.tolist())).encode())
-    return h.hexdigest()
 
 
 def _build_buckets(configs, default_loss, d, k, dt, xp):
@@ -499,7 +538,8 @@ def _check_target(target, n):
 
 
 class _Progress:
-    """A one-line progress bar on stderr, only for a TTY (or progress=True) and long runs."""
+    """A one-line progress bar with rate and ETA on stderr, only for a TTY (or progress=True)
+    and long runs."""
 
     def __init__(self, total, enabled):
         self.total = total
@@ -507,22 +547,34 @@ class _Progress:
             enabled = sys.stderr.isatty() and total >= 1000
         self.enabled = bool(enabled) and total > 0
         self.start = time.perf_counter()
+        self.first = None          # the step of the first update: a resumed run starts late
         self.last = 0.0
 
     def update(self, t):
         if not self.enabled:
             return
         now = time.perf_counter()
+        if self.first is None:
+            self.first, self.start = t, now
         if now - self.last < 0.2 and t < self.total:
             return
         self.last = now
-        frac = t / self.total
-        bar = "#" * int(30 * frac)
-        rate = t / max(now - self.start, 1e-9)
-        sys.stderr.write(f"\r[{bar:<30}] {t}/{self.total} steps {rate:,.0f} steps/s")
+        bar = "#" * int(30 * t / self.total)
+        rate = (t - self.first) / max(now - self.start, 1e-9)
+        eta = "" if rate <= 0 or t >= self.total else f", ETA {_clock((self.total - t) / rate)}"
+        sys.stderr.write(f"\r[{bar:<30}] {t}/{self.total} steps {rate:,.0f} steps/s{eta}   ")
         sys.stderr.flush()
 
-    def close(self):
+    def close(self, done=True):
+        """End the line; done=False (interrupted) leaves the bar where it stopped."""
         if self.enabled:
-            self.update(self.total)
+            if done:
+                self.update(self.total)
             sys.stderr.write("\n")
+            self.enabled = False
+
+
+def _clock(seconds) -> str:
+    """h:mm:ss, or m:ss under an hour."""
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"

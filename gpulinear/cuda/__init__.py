@@ -5,47 +5,24 @@
     fused      Numba-CUDA kernel running many steps of width-1 chains in one launch
     twins      the float64 NumPy twin of every kernel (the test oracles)
     _loader    finds kernels/*.cu (wheel or source tree), inlines headers, one RawModule/device
-Here: the memory estimate and chunk planner, device_info() for `gpulinear info`, the FP32 (no
+Here: device_info() for `gpulinear info`, the FP32 (no
 TF32) matmul switch and GraphSteps (CUDA-graph capture and replay of custom-kernel steps).
-Importing this package imports neither CuPy nor Numba.
+The memory estimate and chunk planner (memory_per_config, plan_chunks) live in gpulinear.memory,
+shared with the NumPy backend, and are re-exported here.  Importing this package imports neither
+CuPy nor Numba.
 """
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 
+# One memory estimate for both backends lives in gpulinear.memory; the names stay importable here.
+from ..memory import STATE_COPIES, ChunkPlan, _fmt, memory_per_config, plan_chunks  # noqa: F401
+
 __all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "free_device_bytes", "device_info",
            "format_device_info", "full_fp32_matmul", "GraphSteps", "STATE_COPIES", "width1_start"]
-
-# Optimizer state buffers per parameter (gpulinear.optim's NamedTuples, the count aside).
-STATE_COPIES = {"gd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "adam": 2,
-                "rmsprop": 3}
-
-
-def memory_per_config(depth, widths, k, d, m, dtype, optimizer="gd", n_records=0,
-                      e2e=False) -> int:
-    """Device bytes one configuration needs during gl.train (an upper estimate).
-
-    P = parameters (sum n_j n_{j-1}; k d for e2e), S = optimizer state copies (STATE_COPIES):
-      P (1 + S)       params and state
-      2 P (1 + S)     the pure update's new arrays and the alive-mask select of them
-      P + sum n_j d   layer gradients and prefix products P_j (n_j, d)
-      2 k d + 3 k m   We and G; Z, D and the loss scratch (engine buffers)
-      n_records + 1   loss log and value
-    times the itemsize, plus 3 int64/bool flags.  X and Y are shared by all configs (not here).
-    """
-    widths = tuple(widths) if isinstance(widths, (tuple, list)) else (int(widths),) * (depth - 1)
-    dims = (d, *widths, k)
-    P = k * d if e2e else sum(dims[j + 1] * dims[j] for j in range(depth))
-    S = STATE_COPIES[optimizer]
-    prefix = 0 if e2e else sum(dims[j + 1] * d for j in range(depth))
-    elems = 3 * P * (1 + S) + P + prefix + 2 * k * d + 3 * k * m + n_records + 1
-    return int(elems * np.dtype(dtype).itemsize + 3 * 8)
-
 
 def width1_start(configs, d):
     """The fused width-1 kernel's inputs for configs of hidden width 1 and k = 1, exactly the
@@ -59,43 +36,6 @@ def width1_start(configs, d):
     for i, w in enumerate(inits):
         wrest[i, :len(w) - 1] = [float(W[0, 0]) for W in w[1:]]
     return W1, wrest, depth
-
-
-class ChunkPlan(NamedTuple):
-    chunks: list      # [slice] covering range(n_configs) in order, each run as one train() call
-    message: str      # "" when everything fits at once; else what is chunked and why
-
-
-def _fmt(nbytes) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-
-
-def plan_chunks(n_configs, bytes_per_config, free_bytes, shared_bytes=0, headroom=0.8) -> ChunkPlan:
-    """Split n_configs into equal chunks that fit in `headroom` of `free_bytes` (minus the
-    `shared_bytes` of X, Y and other per-call buffers).  Configurations never interact, so running
-    chunks one after another gives the same results as one call.  Raises MemoryError with the
-    numbers when not even one configuration fits."""
-    if n_configs < 1:
-        raise ValueError(f"n_configs must be >= 1, got {n_configs}")
-    usable = int(free_bytes * headroom) - int(shared_bytes)
-    if usable < bytes_per_config:
-        raise MemoryError(
-            f"one configuration needs ~{_fmt(bytes_per_config)} of device memory (plus "
-            f"{_fmt(shared_bytes)} shared), but only {_fmt(free_bytes)} is free "
-            f"({headroom:.0%} usable): reduce the widths or the number of examples, free GPU "
-            "memory, or use backend='numpy'")
-    per_chunk = usable // bytes_per_config
-    n_chunks = math.ceil(n_configs / per_chunk)
-    size = math.ceil(n_configs / n_chunks)
-    chunks = [slice(i, min(i + size, n_configs)) for i in range(0, n_configs, size)]
-    message = "" if len(chunks) == 1 else (
-        f"gpulinear: {n_configs} configurations need ~{_fmt(n_configs * bytes_per_config)} of "
-        f"device memory and {_fmt(free_bytes)} is free; running them in {len(chunks)} chunks of "
-        f"up to {size} configurations (results are identical, configurations never interact)")
-    return ChunkPlan(chunks, message)
 
 
 def free_device_bytes() -> int:
