@@ -11,7 +11,28 @@ from pathlib import Path
 TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above")
 
 
+class UsageError(SystemExit):
+    """A bad flag, sweep file or path: main() prints its one line to stderr and exits 2."""
+
+    def __init__(self, message):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+
 def main(argv=None) -> int:
+    """The `gpulinear` command; every usage error is one line on stderr and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        print(f"gpulinear: {exc}", file=sys.stderr)
+        raise
+
+
+def _main(argv) -> int:
     parser = argparse.ArgumentParser(prog="gpulinear", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,6 +63,14 @@ def main(argv=None) -> int:
                                     "its values replace the flags")
     tr.add_argument("--out", default="runs/train")
     tr.add_argument("--no-progress", action="store_true")
+    tr.add_argument("--checkpoint", metavar="FILE",
+                    help="write the run state to FILE (.npz) every --checkpoint-every steps, at "
+                         "the end and on Ctrl-C, so that --resume can continue it")
+    tr.add_argument("--checkpoint-every", type=int, default=1000, metavar="N")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue --checkpoint (also to more --steps than it had)")
+    tr.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --checkpoint of another or the same run")
     where = tr.add_mutually_exclusive_group()   # either one: run the grid in shards on Dask
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="train on the Dask cluster at ADDRESS (tcp://host:8786), in shards")
@@ -61,7 +90,7 @@ def main(argv=None) -> int:
     if args.command == "info":
         return _info()
     if args.command == "train":
-        return _train(args)
+        return _train(args, argv)
     from .report import reproduce_main
     return reproduce_main(args)
 
@@ -97,18 +126,23 @@ def _load_data(args):
     from . import datasets
     if args.data == "ethanol":
         if args.preprocess not in datasets.ETHANOL_PREPROCESSINGS:
-            raise SystemExit(f"--preprocess: unknown {args.preprocess!r}; choose one of "
+            raise UsageError(f"--preprocess: unknown {args.preprocess!r}; choose one of "
                              f"{list(datasets.ETHANOL_PREPROCESSINGS)}")
         return datasets.ethanol(**datasets.ETHANOL_PREPROCESSINGS[args.preprocess])
     path = Path(args.data)
     if not path.exists():
-        raise SystemExit(f"--data: {path} does not exist; give 'ethanol' or a CSV file")
-    table = np.loadtxt(path, delimiter=",", ndmin=2)
+        raise UsageError(f"--data: {path} does not exist; give 'ethanol' or a CSV file")
+    try:
+        table = np.loadtxt(path, delimiter=",", ndmin=2)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--data: {path} is not a numeric CSV file ({exc})") from None
+    if table.shape[1] < 2:
+        raise UsageError(f"--data: {path} needs at least 2 columns (inputs, then the target)")
     return table[:, :-1], table[:, -1]
 
 
-def _train(args) -> int:
-    from . import grid, train
+def _train(args, argv) -> int:
+    from . import grid
     fields = {"depth": args.depth, "width": args.width, "lr": args.lr,
               "optimizer": args.optimizer, "init": args.init, "init_scale": args.init_scale,
               "parameterization": args.parameterization, "seed": args.seed}
@@ -116,14 +150,22 @@ def _train(args) -> int:
                "backend": args.backend, "dtype": args.dtype}
     if args.sweep:
         sweep = _read_toml(args.sweep)
+        for table in ("grid", "train"):
+            if not isinstance(sweep.get(table, {}), dict):
+                raise UsageError(f"--sweep: [{table}] must be a table in {args.sweep}")
+        unknown_tables = set(sweep) - {"grid", "train"}
+        if unknown_tables:
+            raise UsageError(f"--sweep: unknown tables {sorted(unknown_tables)} in {args.sweep}; "
+                             "known: [grid], [train]")
         fields.update(sweep.get("grid", {}))
         extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - {"data", "preprocess"}
         if extra:
-            raise SystemExit(f"--sweep: unknown [train] keys {sorted(extra)}; known: {TRAIN_KEYS}")
+            raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: {TRAIN_KEYS}")
         for key in ("data", "preprocess"):
             if key in sweep.get("train", {}):
                 setattr(args, key, sweep["train"].pop(key))
         options.update(sweep.get("train", {}))
+    _check_options(options, args)
     # hidden-width tuples arrive as nested lists (TOML: width = [[4, 2], 8]); a one-element list
     # is a fixed value, not a sweep axis
     if isinstance(fields["width"], list):
@@ -132,10 +174,55 @@ def _train(args) -> int:
     try:
         configs = grid(**fields)
     except (ValueError, TypeError) as exc:
-        raise SystemExit(f"gpulinear train: {exc}") from None
+        raise UsageError(f"train: {exc}") from None
     X, y = _load_data(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from .checkpoint import check_writable
+    try:     # fail before training, not after it
+        check_writable(out / "result.npz", "--out")
+        if args.checkpoint:
+            check_writable(args.checkpoint, "--checkpoint")
+    except OSError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        res, wall = _run_training(X, y, configs, options, args)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, X, y, configs, options, args, argv)
+    _finish(res, wall, X, y, configs, options, args)
+    return 0
+
+
+def _check_options(options, args):
+    """Each train() option and flag checked before any work, as one line naming the flag."""
+    from .backend import resolve_backend, resolve_dtype
+    from .config import check_int
+    from .losses import get_loss
+    from .memory import check_schedule
+    checks = [("--steps", lambda: check_int("steps", options["steps"], 0)),
+              ("--log-every", lambda: check_int("log_every", options["log_every"], 1)),
+              ("--steps", lambda: check_schedule(options["steps"], options["log_every"])),
+              ("--checkpoint-every", lambda: check_int("checkpoint_every",
+                                                       args.checkpoint_every, 1)),
+              ("--loss", lambda: get_loss(options["loss"])),
+              ("--dtype", lambda: resolve_dtype(options["dtype"])),
+              ("--backend", lambda: resolve_backend(options["backend"]))]
+    for flag, check in checks:
+        try:
+            check()
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise UsageError(f"train {flag}: {exc}") from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"train --workers: must be >= 1, got {args.workers} (leave it out to "
+                         "train in this process)")
+    if args.resume and not args.checkpoint:
+        raise UsageError("train --resume needs --checkpoint FILE")
+    if args.checkpoint and (args.scheduler or args.workers):
+        raise UsageError("train --checkpoint is for runs in this process; with --scheduler / "
+                         "--workers use gpulinear.distributed.train(checkpoint_dir=...)")
+
+
+def _run_training(X, y, configs, options, args):
+    from . import train
     start = time.perf_counter()
     progress = None if not args.no_progress else False
     if args.scheduler or args.workers:
@@ -146,30 +233,81 @@ def _train(args) -> int:
         except RuntimeError as exc:   # unreachable scheduler, a shard that kept failing
             raise SystemExit(f"gpulinear train: {exc}") from None
     else:
-        res = train(X, y, configs, progress=progress, **options)
-    wall = time.perf_counter() - start
+        try:
+            res = train(X, y, configs, progress=progress, checkpoint=args.checkpoint,
+                        checkpoint_every=args.checkpoint_every, resume=args.resume,
+                        overwrite=args.overwrite, **options)
+        except (ValueError, RuntimeError, MemoryError) as exc:
+            # the checks above passed, so these are about the checkpoint (exists, another run,
+            # damaged, locked) or the memory: the message names the file or the numbers
+            raise SystemExit(f"gpulinear train: {exc}") from None
+    return res, time.perf_counter() - start
+
+
+def _interrupted(exc, X, y, configs, options, args, argv) -> int:
+    """Ctrl-C: save the partial result, say in one line where it is and how to resume; 130."""
+    from .interrupt import TrainingInterrupted
+    if not isinstance(exc, TrainingInterrupted):    # before training, or a second Ctrl-C
+        print("gpulinear train: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    wrote, _ = _save_outputs(exc.result, X, y, configs, options, args, 0.0, plot=False)
+    if exc.checkpoint is not None:
+        again = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
+        how = f"checkpoint {exc.checkpoint}; resume with: gpulinear {' '.join(again)}"
+    else:
+        how = "no --checkpoint was given, so a rerun starts over (add --checkpoint FILE)"
+    print(f"gpulinear train: interrupted at step {exc.step} of {exc.steps}; partial result in "
+          f"{wrote}; {how}", file=sys.stderr)
+    return 130
+
+
+def _save_outputs(res, X, y, configs, options, args, wall, plot=True):
+    """result.npz/.json, table.csv (and loss.png) in --out, or in the fallback folder when --out
+    cannot be written any more; returns (the folder written, L* per config (n,))."""
     import numpy as np
 
+    from .checkpoint import save_or_rescue
     from .losses import config_loss
     from .optimum import optimal_loss
     names = [config_loss(c, options["loss"]).name for c in configs]   # a Config's own wins
     lstars = {name: optimal_loss(X, y, name) for name in set(names)}
-    opt = np.array([lstars[name] for name in names])
     res.meta.update(optimal_loss=lstars, wall_seconds=wall, data=args.data,
                     preprocess=args.preprocess)
-    res.save(out / "result")
-    _write_csv(out / "table.csv", res.records())
-    res.plot(optimal=opt, path=out / "loss.png",
-             title=f"{args.data} ({args.preprocess}), {options['loss']}")
+
+    def write(folder):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        res.save(folder / "result")
+        _write_csv(folder / "table.csv", res.records())
+        if plot:
+            opt = np.array([lstars[name] for name in names])
+            res.plot(optimal=opt, path=folder / "loss.png",
+                     title=f"{args.data} ({args.preprocess}), {options['loss']}")
+
+    # --out was checked before training; should it fail now (removed, disk full), the results
+    # go to <tmp>/gpulinear-rescued/<pid>-<name> and the message says so
+    written = save_or_rescue(write, Path(args.out), "results")
+    return written, np.array([lstars[name] for name in names])
+
+
+def _finish(res, wall, X, y, configs, options, args):
+    import numpy as np
+    out, opt = _save_outputs(res, X, y, configs, options, args, wall)
+    lstars = res.meta["optimal_loss"]
     n = len(configs)
     print(f"trained {n} configs x {options['steps']} steps in {wall:.2f} s "
           f"({n * options['steps'] / max(wall, 1e-9):,.0f} config-steps/s) on {res.meta['backend']}")
     print("L* = " + ", ".join(f"{k}: {v:.6g}" for k, v in sorted(lstars.items()))
           + f"; wrote {out}/result.npz, result.json, table.csv, loss.png")
+    diverged = np.flatnonzero(res.diverged)
+    if len(diverged):
+        shown = ", ".join(f"{configs[i].describe()} (step {int(res.diverged_at[i])})"
+                          for i in diverged[:5])
+        more = f" and {len(diverged) - 5} more (see table.csv)" if len(diverged) > 5 else ""
+        print(f"diverged: {len(diverged)} of {n} configs: {shown}{more}")
     for i in res.best_indices():
         print(f"  best of {configs[i].describe():<40s} final loss - L* = "
               f"{res.final_loss[i] - opt[i]:.4g}")
-    return 0
 
 
 def _read_toml(path):
@@ -179,9 +317,14 @@ def _read_toml(path):
         try:
             import tomli as tomllib
         except ImportError:
-            raise SystemExit("--sweep needs Python >= 3.11 (tomllib) or `pip install tomli`")
-    with open(path, "rb") as fh:
-        return tomllib.load(fh)
+            raise UsageError("--sweep needs Python >= 3.11 (tomllib) or `pip install tomli`")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"--sweep: cannot read {path} ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--sweep: {path} is not valid TOML ({exc})") from None
 
 
 def _write_csv(path, rows):

@@ -161,10 +161,19 @@ def grid(**fields) -> list[Config]:
     return [Config(**dict(zip(names, combo))) for combo in itertools.product(*axes)]
 
 
+def _sweep_hint(name, value) -> str:
+    """For a sequence or array where one value belongs: how to sweep it instead."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+        return ""
+    return (f"; to sweep {name}, give gl.grid a list: {name}=[...]"
+            + (" (an array: .tolist())" if hasattr(value, "tolist") else ""))
+
+
 def check_int(name, value, minimum) -> int:
     """`value` as a plain int >= minimum (numpy integers accepted), else a clear error."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}"
+                        + _sweep_hint(name, value))
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
@@ -173,4 +182,5 @@ def check_int(name, value, minimum) -> int:
 def _check_positive(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
             or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}"
+                         + _sweep_hint(name, value))

@@ -1,7 +1,10 @@
 """Result of train(): loss curves, divergence, final end-to-end matrices, and what to do with them."""
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +12,8 @@ import numpy as np
 
 from .config import Config
 
-_FORMAT = "gpulinear.Result/1"
+_FORMAT = "gpulinear.Result/2"                  # 2: with the pair's content hash
+_FORMATS = ("gpulinear.Result/1", _FORMAT)
 # Config fields that name a model; best() picks the lr (and other hyperparameters) within each.
 MODEL_FIELDS = ("depth", "width", "init", "init_scale", "parameterization", "optimizer", "loss",
                 "weight_decay", "seed")
@@ -165,30 +169,72 @@ class Result:
 
     # -- persistence: npz for arrays, json for configs and metadata, never pickle -------------
     def save(self, path) -> Path:
-        """Write `path`.npz (arrays) and `path`.json (configs, meta); returns the .npz path."""
+        """Write `path`.npz (arrays) and `path`.json (configs, meta); returns the .npz path.
+
+        Both are built in memory first (a meta value JSON cannot hold fails before anything is
+        written), then written to temporary files and renamed, npz last.  The pair shares a
+        content hash, so load() tells a matching pair from a mix of two saves."""
         base = _base(path)
-        base.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"steps": self.steps, "loss": self.loss, "diverged_at": self.diverged_at,
                   "end_to_end": self.end_to_end}
         if self.steps_to_target is not None:
             arrays["steps_to_target"] = self.steps_to_target
             arrays["target"] = self.target
-        np.savez_compressed(_with(base, ".npz"), **arrays)
-        doc = {"format": _FORMAT, "configs": [c.to_dict() for c in self.configs],
-               "meta": self.meta}
-        _with(base, ".json").write_text(json.dumps(doc, indent=1, default=json_default))
+        arrays = {name: np.asarray(a) for name, a in arrays.items()}
+        configs = [c.to_dict() for c in self.configs]
+        try:
+            meta = json.loads(json.dumps(self.meta, default=json_default))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Result.save: meta cannot be written as JSON ({exc}); nothing was "
+                            "written") from None
+        digest = _content_hash(arrays, configs, meta)
+        doc = {"format": _FORMAT, "content_hash": digest, "configs": configs, "meta": meta}
+        text = json.dumps(doc, indent=1)
+        arrays["content_hash"] = np.array(digest)
+        from .checkpoint import atomic_write
+        atomic_write(_with(base, ".json"), lambda fh: fh.write(text.encode()))
+        atomic_write(_with(base, ".npz"), lambda fh: np.savez_compressed(fh, **arrays))
         return _with(base, ".npz")
 
     @classmethod
     def load(cls, path) -> "Result":
+        """Read a pair written by save(); one ValueError naming the file for anything that is
+        not an intact pair of one save (foreign, truncated, edited or mixed files)."""
         base = _base(path)
-        doc = json.loads(_with(base, ".json").read_text())
-        if doc.get("format") != _FORMAT:
-            raise ValueError(f"{_with(base, '.json')} is not a saved gpulinear Result")
-        with np.load(_with(base, ".npz"), allow_pickle=False) as z:
-            arrays = {name: z[name] for name in z.files}
-        return cls(configs=[Config.from_dict(c) for c in doc["configs"]], meta=doc["meta"],
-                   **arrays)
+        jpath, npath = _with(base, ".json"), _with(base, ".npz")
+        for p in (jpath, npath):
+            if not p.exists():
+                raise FileNotFoundError(f"Result.load: {p} does not exist (a saved Result is a "
+                                        ".npz and a .json with the same name)")
+        try:
+            doc = json.loads(jpath.read_text())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{jpath} is not a saved gpulinear Result (not JSON: {exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") not in _FORMATS:
+            raise ValueError(f"{jpath} is not a saved gpulinear Result")
+        with open(npath, "rb") as fh:
+            if fh.read(2) != b"PK":
+                raise ValueError(f"{npath} is not a saved gpulinear Result (not an .npz file)")
+        try:
+            with np.load(npath, allow_pickle=False) as z:
+                arrays = {name: z[name] for name in z.files}
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"{npath} is damaged or truncated ({type(exc).__name__}: {exc})") \
+                from None
+        stored = str(arrays.pop("content_hash", ""))
+        if doc["format"] == _FORMAT:       # format 1 (no hash) still loads, with the shape checks
+            if stored != doc.get("content_hash"):
+                raise ValueError(f"{npath} and {jpath.name} come from different saves (their "
+                                 "content hashes differ); save the Result again")
+            if stored != _content_hash(arrays, doc["configs"], doc["meta"]):
+                raise ValueError(f"{npath} / {jpath.name} were changed after saving (the content "
+                                 "check fails); save the Result again")
+        try:
+            configs = [Config.from_dict(c) for c in doc["configs"]]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{jpath}: a config cannot be read ({exc})") from None
+        _check_shapes(npath, len(configs), arrays)
+        return cls(configs=configs, meta=doc["meta"], **arrays)
 
     def plot(self, ax=None, optimal=0.0, labels=None, title=None, path=None):
         """Loss - L* on a log axis against iteration, one curve per config (like the paper's
@@ -206,6 +252,32 @@ def _base(path) -> Path:
 
 def _with(base: Path, suffix: str) -> Path:
     return base.with_name(base.name + suffix)
+
+
+def _content_hash(arrays, configs, meta) -> str:
+    """sha256 of the arrays (name, dtype, shape, bytes) and the canonical JSON of configs and
+    meta: equal in both files of one save, different for anything else."""
+    from .checkpoint import content_hash
+    h = hashlib.sha256(content_hash(arrays).encode())
+    h.update(json.dumps([configs, meta], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _check_shapes(path, n, arrays):
+    """Every array must agree with the n configs and the r recorded steps; else a ValueError."""
+    need = {"steps", "loss", "diverged_at", "end_to_end"}
+    missing = sorted(need - set(arrays))
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: not a saved gpulinear Result")
+    r = arrays["steps"].shape[0] if arrays["steps"].ndim == 1 else -1
+    want = {"loss": (n, r), "diverged_at": (n,), "steps_to_target": (n,), "target": (n,)}
+    for name, shape in want.items():
+        if name in arrays and arrays[name].shape != shape:
+            raise ValueError(f"{path}: {name} has shape {arrays[name].shape} but the {n} configs "
+                             f"and {r} recorded steps need {shape}")
+    if arrays["end_to_end"].ndim != 3 or arrays["end_to_end"].shape[0] != n:
+        raise ValueError(f"{path}: end_to_end has shape {arrays['end_to_end'].shape}, not "
+                         f"({n}, k, d) for the {n} configs")
 
 
 def _hashable(v):
