@@ -146,6 +146,10 @@ def load(path) -> dict:
         raise ValueError(f"checkpoint {path} is not a gpulinear checkpoint (not an .npz file: "
                          f"it starts with {head!r}); give another path or delete it")
     try:
+        with zipfile.ZipFile(path) as zf:   # numpy reads members without reaching their CRC
+            bad = zf.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"member {bad} fails its CRC")
         with np.load(path, allow_pickle=False) as z:
             arrays = {name: z[name] for name in z.files}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
@@ -277,8 +281,11 @@ class CheckpointLock:
 
     def release(self):
         if self.held:
-            self.path.unlink(missing_ok=True)
             self.held = False
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError:          # its folder is gone or replaced: nothing left to release
+                pass
 
     def __enter__(self):
         return self

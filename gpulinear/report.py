@@ -117,21 +117,25 @@ def reproduce_main(args) -> int:
     """The `gpulinear reproduce` command."""
     if args.list:
         for name, script in EXPERIMENTS.items():
-            print(f"{name:<12s} experiments/{script}")
+            print(f"{name:<12s} {experiment_title(name)}  (experiments/{script})")
         return 0
     names = args.names or list(EXPERIMENTS)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
-        raise SystemExit(f"unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
+        from .cli import UsageError
+        raise UsageError(f"reproduce: unknown experiment(s) {unknown}; choose from "
+                         f"{list(EXPERIMENTS)}")
     from .backend import resolve_backend
     backend = resolve_backend(args.backend)       # early: a missing GPU fails before any run
     quick = _quick_default(args.quick, args.full, args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sections = []
+    tiny = getattr(args, "tiny", False)
+    mode = "tiny: a smoke run, numbers mean nothing" if tiny else "quick" if quick else "full"
     for name in names:
         start = time.perf_counter()
-        print(f"== {name} ({'quick' if quick else 'full'}) ...", flush=True)
+        print(f"== {name} ({mode}) ...", flush=True)
         try:
             module = load_experiment(name)
             data = module.run(out / name, quick=quick, backend=args.backend,
@@ -150,10 +154,43 @@ def reproduce_main(args) -> int:
         wall = time.perf_counter() - start
         print(f"   {status} in {wall:.0f} s", flush=True)
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
-    report = _render(sections, quick, backend, getattr(args, "tiny", False))
+    report = _render(sections, quick, backend, tiny)
     (out / "REPORT.md").write_text(report)
+    print(summary(sections, tiny))
     print(f"wrote {out / 'REPORT.md'}")
     return 0 if all(not s[3].startswith("failed") for s in sections) else 1
+
+
+def experiment_title(name: str) -> str:
+    """An experiment's TITLE, read from its script without running it (no imports: fast, and a
+    script whose optional extra is missing still lists)."""
+    import ast
+    path = experiments_dir() / EXPERIMENTS[name]
+    try:
+        tree = ast.parse(path.read_text())
+    except (OSError, SyntaxError):
+        return "(script missing)"
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "TITLE"
+                                                for t in node.targets):
+            try:
+                return str(ast.literal_eval(node.value))
+            except ValueError:
+                break
+    return name
+
+
+def summary(sections, tiny=False, width=100) -> str:
+    """The report's claim rows, short, for the terminal: `[verdict] experiment: claim`."""
+    lines = ["", "Claims and verdicts" + (" (TINY smoke run: the verdicts mean nothing)"
+                                         if tiny else "") + ":"]
+    for name, title, data, status, wall in sections:
+        claims = data.get("claims", [])
+        if not claims:
+            lines.append(f"  [{status}] {name}: {title}"[:width])
+        for c in claims:
+            lines.append(f"  [{c['verdict']}] {name}: {_cell(c['claim'])}"[:width])
+    return "\n".join(lines)
 
 
 def _render(sections, quick, backend, tiny=False) -> str:
