@@ -53,7 +53,8 @@ def plan_xpass(R, m, d, k, dtype, n_sm=132) -> XPassPlan:
     """Grid, splits and padded pitches of one X-pass over R rows, m examples, d inputs.
 
     S = 1 when the row tiles (times the d-windows) alone give >= BLOCKS_PER_SM blocks per SM;
-    otherwise enough splits to reach that, but never more splits than example tiles.
+    otherwise enough splits to reach that (a few more, as splits hold whole example tiles), but
+    never more splits than example tiles.
     """
     for name, v in (("R", R), ("m", m), ("d", d), ("k", k), ("n_sm", n_sm)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -70,8 +71,11 @@ def plan_xpass(R, m, d, k, dtype, n_sm=132) -> XPassPlan:
     row_tiles, windows, ex_tiles = -(-R // TR), -(-d // DC), -(-m // MT)
     target = BLOCKS_PER_SM * n_sm
     S = 1 if row_tiles * windows >= target else min(ex_tiles, -(-target // (row_tiles * windows)))
-    m_per_split = _round_up(-(-m // S), MT)        # whole tiles, so only the last split is short
-    S = -(-m // m_per_split)                       # no empty split
+    # whole tiles, so only the last split is short; one tile less where rounding up lost splits
+    m_per_split = _round_up(-(-m // S), MT)
+    if -(-m // m_per_split) < S and m_per_split > MT:
+        m_per_split -= MT
+    S = -(-m // m_per_split)                       # no empty split, S <= example tiles
     return XPassPlan((row_tiles, S, windows), (THREADS, 1, 1), S, m_per_split, ld, ld, ld,
                      TR, MT, DC, int(R), int(m), int(d), int(k), dt)
 
