@@ -9,14 +9,18 @@ exact by luck).  float64: NumPy in float64 IS the twin (its error is 0, no yards
 bound is `rounding_scale`, the typical rounding error of sums done in float64 (the kernel stays
 3-10x below it in the cases here).
 """
+import pathlib
 import re
+import sys
 
 import numpy as np
 import pytest
 
 from gpulinear.cuda import _loader
 from gpulinear.cuda.xpass import THREADS, TILES, padded, plan_xpass, xpass_twin
-from tests.emu import harness
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))   # tests/emu, any import mode
+from emu import harness  # noqa: E402
 
 pytestmark = [pytest.mark.emu,
               pytest.mark.skipif(harness.GXX is None,
