@@ -308,15 +308,27 @@ def e2e_update(theta, hyper, c, P0, N, k, d, work, base, red, A, U, H, T, B, sv,
     cuda.syncthreads()
     if tid == 0:
         jacobi(A, U, k)
-        lmax = 0.0
+    cuda.syncthreads()
+    # s_b = |W^T u_b|, not sqrt(lambda_b): forming W W^T rounds its small eigenvalues to
+    # ~eps s_max^2 (s ~ 1e-8 s_max of noise), while u_b is accurate to ~eps, so |W^T u_b| is
+    # accurate to ~eps s_max like an SVD's; then gpulinear.e2e's zeroing rule applies
+    for b in range(tid, k, nt):
+        acc = 0.0
+        for x in range(d):
+            proj = 0.0
+            for a in range(k):
+                proj += U[a * K_MAX + b] * theta[P0 + a * d + x]
+            acc += proj * proj
+        sv[b] = math.sqrt(acc)
+    cuda.syncthreads()
+    if tid == 0:
+        smax = 0.0
         for a in range(k):
-            lmax = max(lmax, A[a * K_MAX + a])
-        # eigenvalues of W W^T carry rounding of ~max(k, d) eps lmax from forming it: below
-        # that, s = sqrt(lambda) is noise (~1e-8 s_max), and must be exactly 0 (see update.py)
-        tol = max(k, d) * EPS64 * lmax
+            smax = max(smax, sv[a])
+        tol = max(k, d) * EPS64 * smax
         for a in range(k):
-            lam = A[a * K_MAX + a]
-            sv[a] = math.sqrt(lam) if lam > tol else 0.0
+            if sv[a] <= tol:
+                sv[a] = 0.0
     cuda.syncthreads()
     for i in range(tid, k * k, nt):                           # T = GWt U
         a = i // k

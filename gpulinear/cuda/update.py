@@ -26,11 +26,11 @@ Eq 10 through the k x k side: with W W^T = U diag(s^2) U^T and, for b > 0,
 G (W^T W)^b = (G W^T U) diag(s^(2b-2)) U^T W, Claim 1's P(G) = sum_j (W W^T)^((j-1)/N) G
 (W^T W)^((N-j)/N) becomes  U diag(s^a) U^T G + U (Ht o M') U^T W  with a = 2(N-1)/N,
 Ht = U^T G W^T U and M'_{ab} = sum_{j=1}^{N-1} s_a^(2(j-1)/N) s_b^(2(N-j)/N - 2) (0 where s_b = 0).
-Zeroing small s: eigenvalues of W W^T are known to ~max(k, d) eps s_max^2 only, so s is zeroed
-where s^2 <= max(k, d) eps s_max^2 rather than at gpulinear.e2e's s <= max(k, d) eps s_max:
-below it, s is rounding noise (~1e-8 s_max), and a noise s enters P as s^(2/N), which for a
-rank-deficient W_e (e2e from factors narrower than k) would be an O(1e-2) error at N = 8.
-The two rules differ only for singular values in (~1e-14, ~1e-7) s_max.
+Small singular values: forming W W^T rounds its eigenvalues to ~eps s_max^2, so sqrt(lambda)
+would carry ~1e-8 s_max of noise, and a noise s enters P as s^(2/N) (an O(1e-2) error at N = 8
+for a rank-deficient W_e, e.g. e2e from factors narrower than k).  The eigenvectors are accurate
+to ~eps, so the kernel takes s_b = |W^T u_b| (accurate to ~eps s_max, like an SVD) and then
+gpulinear.e2e's rule: s <= max(k, d) eps s_max is set to exactly 0.
 
 Importing this module imports neither numba nor CuPy; `kernel()` imports numba on first use.
 """
@@ -147,9 +147,9 @@ def precondition_eigen(We, G, depth):
     if N == 1:
         return G
     k, d = We.shape
-    lam, U = np.linalg.eigh(We @ We.T)
-    lmax = max(lam.max(), 0.0)
-    s = np.where(lam > max(k, d) * np.finfo(np.float64).eps * lmax, np.sqrt(np.maximum(lam, 0)), 0)
+    _, U = np.linalg.eigh(We @ We.T)
+    s = np.linalg.norm(We.T @ U, axis=0)                     # |W^T u_b|, not sqrt(lambda_b)
+    s = np.where(s > max(k, d) * np.finfo(np.float64).eps * s.max(), s, 0.0)
     a = 2.0 * (N - 1) / N
     Ht = U.T @ G @ We.T @ U
     live = s > 0
