@@ -42,11 +42,16 @@ def kernel_update(packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, 
 
 
 def random_launch(k, dtype, t, steps, seed):
-    """A packed mixed grid with random state, counts, G and L parts, and the special cases:
-    config 1 frozen, 2 a non-finite loss, 4 a non-finite W_e, 3 and 6 targets crossed now,
-    5 a target already reached.  Returns the kernel/twin arguments."""
+    """A packed mixed grid with random state, counts, G and L parts, and the special cases on
+    three extra configs F, F + 1, F + 2 (so every optimizer of the grid still steps): F frozen,
+    F + 1 a non-finite loss, F + 2 a non-finite W_e; targets: 3 and 6 crossed now, 7 not,
+    5 already reached.  Returns the kernel/twin arguments."""
     d, S, m = 5, 2, 20
     cfgs = up.mixed_grid(k)
+    F = len(cfgs)
+    cfgs += [gl.Config(depth=2, width=3, lr=0.1, optimizer="momentum", seed=20),
+             gl.Config(depth=1, lr=0.1, parameterization="e2e", seed=21),
+             gl.Config(depth=3, width=2, lr=0.1, optimizer="adam", seed=22)]
     C = len(cfgs)
     losses = [config_loss(c, "l2") for c in cfgs]
     packed, W = up.start(cfgs, losses, d, k, dtype, n_records=4)
@@ -61,12 +66,12 @@ def random_launch(k, dtype, t, steps, seed):
     packed = packed._replace(theta=theta.astype(dtype), state=state.astype(dtype),
                              count=rng.integers(0, 6, size=C).astype(np.int64))
     W[:, :d] = layout.end_to_end(packed).reshape(-1, d)
-    packed.alive[1] = 0
-    packed.diverged_at[1] = 1
+    packed.alive[F] = 0
+    packed.diverged_at[F] = 1
     Gpart = rng.normal(size=(S, C * k, d + 2)).astype(dtype)
     Lpart = rng.uniform(0, 1, size=(S, C * k)).astype(dtype)
-    Lpart[1, 2 * k] = np.nan
-    W[4 * k, 2] = np.inf
+    Lpart[1, (F + 1) * k] = np.nan
+    W[(F + 2) * k, 2] = np.inf
     loss = Lpart.astype(np.float64).sum(axis=0).reshape(C, k).sum(axis=1) / (packed.p * m)
     packed.target[3] = loss[3] * 1.01
     packed.target[6] = loss[6] * 1.01
@@ -104,7 +109,9 @@ def test_kernel_matches_twin_one_launch(k, dtype):
     C = len(packed.depth)
     for name in ("alive", "diverged_at", "reached_at", "count"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
-    assert list(want.alive[:5]) == [1, 0, 0, 1, 0] and list(want.diverged_at[:5]) == [-1, 1, 2, -1, 2]
+    F = C - 3
+    assert list(want.alive[F:]) == [0, 0, 0] and list(want.diverged_at[F:]) == [1, 2, 2]
+    assert want.alive[:F].all() and (want.count[:F] == packed.count[:F] + 1).all()
     assert want.reached_at[3] == want.reached_at[6] == 2 and want.reached_at[7] == -1
     assert want.reached_at[5] == 0
     np.testing.assert_array_equal(np.isnan(got.log), np.isnan(want.log))
