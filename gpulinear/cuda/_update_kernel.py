@@ -23,6 +23,7 @@ from ..optim import HYPERPARAMETERS, OPTIMIZER_NAMES, OPTIMIZERS
 from .layout import K_MAX
 
 MAX_THREADS = 256    # size of the reduction scratch; launch_update refuses larger blocks
+KK = K_MAX * K_MAX   # a shared array's size must be a constant, not an expression
 EPS64 = 2.220446049250313e-16
 
 
@@ -142,7 +143,7 @@ def suffixes(theta, P0, loff, dims, N, k, work, sbase, tid, nt):
     for i in range(tid, k * nlast, nt):                       # s_{N-1} = W_N (k, n_{N-1})
         work[sbase + k * off + i] = theta[P0 + loff[N - 1] + i]
     cuda.syncthreads()
-    for j in range(N - 1, 0, -1):                             # layer j (1-based), W_j (n_j, n_{j-1})
+    for j in range(N - 1, 0, -1):                   # layer j (1-based), W_j (n_j, n_{j-1})
         nj, nj1 = dims[j], dims[j - 1]
         src = sbase + k * off                                 # s_j (k, n_j)
         off -= nj1
@@ -377,7 +378,8 @@ def e2e_update(theta, hyper, c, P0, N, k, d, work, base, red, A, U, H, T, B, sv,
         x = i - r * d
         acc = 0.0
         for a in range(k):
-            acc += A[r * K_MAX + a] * work[base + a * d + x] + B[r * K_MAX + a] * theta[P0 + a * d + x]
+            acc += (A[r * K_MAX + a] * work[base + a * d + x]
+                    + B[r * K_MAX + a] * theta[P0 + a * d + x])
         work[out + i] = shrink * theta[P0 + i] - lr * acc
     cuda.syncthreads()
 
@@ -389,11 +391,11 @@ def update_kernel(Gpart, Lpart, W, theta, state, count, hyper, opt, e2e, depth, 
     """One step's bookkeeping and update of config c = blockIdx.x (see gpulinear.cuda.update)."""
     red = cuda.shared.array(MAX_THREADS, float64)
     flag = cuda.shared.array(2, int32)
-    A = cuda.shared.array(K_MAX * K_MAX, float64)
-    U = cuda.shared.array(K_MAX * K_MAX, float64)
-    H = cuda.shared.array(K_MAX * K_MAX, float64)
-    T = cuda.shared.array(K_MAX * K_MAX, float64)
-    B = cuda.shared.array(K_MAX * K_MAX, float64)
+    A = cuda.shared.array(KK, float64)
+    U = cuda.shared.array(KK, float64)
+    H = cuda.shared.array(KK, float64)
+    T = cuda.shared.array(KK, float64)
+    B = cuda.shared.array(KK, float64)
     sv = cuda.shared.array(K_MAX, float64)
     c = cuda.blockIdx.x
     tid = cuda.threadIdx.x
