@@ -387,8 +387,9 @@ def e2e_update(theta, hyper, c, P0, N, k, d, work, base, red, A, U, H, T, B, sv,
 @cuda.jit
 def update_kernel(Gpart, Lpart, W, theta, state, count, hyper, opt, e2e, depth, dims, poff, loff,
                   soff, woff, work, p, alive, diverged_at, reached_at, target, log, clock,
-                  S, m, k, d, steps, log_every, limit):
-    """One step's bookkeeping and update of config c = blockIdx.x (see gpulinear.cuda.update)."""
+                  S, m, k, d, steps, log_every, limit, do_update):
+    """One step's bookkeeping and update of config c = blockIdx.x (see gpulinear.cuda.update).
+    do_update = 0: the bookkeeping only (the step's update stays pending: see CudaStep)."""
     red = cuda.shared.array(MAX_THREADS, float64)
     flag = cuda.shared.array(2, int32)
     A = cuda.shared.array(KK, float64)
@@ -440,7 +441,7 @@ def update_kernel(Gpart, Lpart, W, theta, state, count, hyper, opt, e2e, depth, 
             log[c, t // log_every] = loss
         if t == steps:
             log[c, n_rec - 1] = loss
-        flag[1] = 1 if (live and t < steps) else 0
+        flag[1] = 1 if (live and t < steps and do_update != 0) else 0
     cuda.syncthreads()
     if flag[1] == 0:                                          # the same for the whole block
         return

@@ -42,15 +42,14 @@ class CudaStep:
         k = Y64.shape[1]
         C = len(configs)
         self.m, self.d, self.k, self.C, self.dt = m, d, k, C, np.dtype(dt)
-        self.steps_rec = rec_steps
-        self.log_every = int(rec_steps[1] - rec_steps[0]) if len(rec_steps) > 1 else 1
+        # the update kernel logs at t % log_every == 0 and at t == steps: rec_steps's rule
+        self.steps = int(rec_steps[-1])
+        self.log_every = int(rec_steps[1]) if len(rec_steps) > 1 else 1
         self.limit = float(limit)
         self.rows_of = np.arange(C)                    # one launch takes every config: no buckets
         losses = [config_loss(c, loss) for c in configs]
         packed = pack(configs, losses, [start_weights(c, d, k) for c in configs], d, k,
-                      self.dt, len(rec_steps))
-        if targets is not None:
-            packed = packed._replace(target=np.asarray(targets, dtype=self.dt))
+                      self.dt, len(rec_steps), targets=targets)
         if n_sm is None:
             n_sm = _sm_count(xp)
         self.plan = plan = plan_xpass(C * k, m, d, k, self.dt, n_sm=n_sm)
@@ -74,7 +73,7 @@ class CudaStep:
         self.t = 0
         self.evaluated = False
         self.meta = {}
-        self._update_args = self._make_update_args()
+        self._numba_views = self._make_numba_views()
 
     # -- launches --------------------------------------------------------------------------
     def _xpass(self):
@@ -83,11 +82,24 @@ class CudaStep:
 
     def _update(self, do_update):
         from .update import launch_update
-        launch_update(self.launcher, *self._update_args, do_update=do_update)
+        dev, Gpart, Lpart, W, clock = self._numba_views
+        launch_update(self.launcher, dev, Gpart, Lpart, W, clock, self.plan.splits, self.m,
+                      self.k, self.d, self.steps, self.log_every, self.limit,
+                      do_update=do_update)
 
-    def _make_update_args(self):
-        return (self.dev, self.Gpart, self.Lpart, self.W, self.clock, self.plan,
-                self.m, self.steps_rec, self.limit)
+    def _make_numba_views(self):
+        """The update kernel's arrays as Numba device arrays, made once: handing CuPy arrays to a
+        Numba launch converts them every time (tens of microseconds) and, by default, syncs
+        on the stream they export — a host sync that would also break graph capture."""
+        arrays = (self.dev, self.Gpart, self.Lpart, self.W, self.clock)
+        if self.xp is np or not self.launcher.runs_kernels:
+            return arrays
+        from numba import cuda
+
+        def view(a):
+            return cuda.as_cuda_array(a, sync=False)
+        return (type(self.dev)(*[view(a) for a in self.dev]),
+                *[view(a) for a in arrays[1:]])
 
     def _segment(self, lead_update, n):
         """The launches of one segment: [update of the pending step], then n x (X-pass,

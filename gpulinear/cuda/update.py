@@ -59,17 +59,21 @@ def kernel():
     return update_kernel
 
 
-def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit):
-    """The kernel's argument tuple: arrays first (dev's as device arrays), then the scalars."""
+def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit,
+                do_update=True):
+    """The kernel's argument tuple: arrays first (dev's as device arrays), then the scalars.
+    do_update=False: the bookkeeping of step clock[0] only, its update left pending (CudaStep
+    ends a graph segment so, and starts the next with the same launch, do_update=True; the
+    bookkeeping repeated there is idempotent)."""
     return (Gpart, Lpart, W, dev.theta, dev.state, dev.count, dev.hyper, dev.opt, dev.e2e,
             dev.depth, dev.dims, dev.poff, dev.loff, dev.soff, dev.woff, dev.work, dev.p,
             dev.alive, dev.diverged_at, dev.reached_at, dev.target, dev.log, clock,
             np.int64(S), np.int64(m), np.int64(k), np.int64(d), np.int64(steps),
-            np.int64(log_every), np.float64(limit))
+            np.int64(log_every), np.float64(limit), np.int64(bool(do_update)))
 
 
 def launch_update(launcher, dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every,
-                  limit=math.inf, threads=DEFAULT_THREADS):
+                  limit=math.inf, threads=DEFAULT_THREADS, do_update=True):
     """Launch the update of every config of `dev` (a Packed of device arrays; NumPy arrays under
     the simulator) through launcher.numba: grid (C,), block (threads,).  limit: the divergence
     ceiling (inf: none)."""
@@ -78,14 +82,15 @@ def launch_update(launcher, dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, ste
         raise ValueError(f"threads must be in [1, {MAX_THREADS}] (the kernel's reduction "
                          f"scratch), got {threads}")
     C = dev.depth.shape[0]
-    launcher.numba("update", kernel(), (C,), (threads,),
-                   kernel_args(dev, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit))
+    launcher.numba("update", kernel() if launcher.runs_kernels else None, (C,), (threads,),
+                   kernel_args(dev, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit,
+                               do_update))
 
 
 # ---- the NumPy twin ----------------------------------------------------------------------------
 
 def update_twin(packed: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every,
-                limit=math.inf):
+                limit=math.inf, do_update=True):
     """One launch of the update kernel in float64 NumPy, with the library's own math per config
     (gpulinear.optim's update, chain.layer_gradients, e2e.end_to_end_update), as engine._Run.step
     does it.  Inputs are left unchanged; returns (new Packed with float64 float arrays, new W)."""
@@ -110,7 +115,7 @@ def update_twin(packed: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_e
             out.log[c, t // log_every] = loss
         if t == steps:
             out.log[c, n_rec - 1] = loss
-        if out.alive[c] and t < steps:
+        if out.alive[c] and t < steps and do_update:
             W[rows, :d] = _step_config(out, c, G)
             out.count[c] += 1
     return out, W
