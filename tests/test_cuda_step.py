@@ -263,3 +263,63 @@ def test_engine_through_the_emulated_xpass_kernel(monkeypatch):
     ref = gl.train(X, Y, cfgs, backend="numpy", **kw)
     got = train_through_cuda_step(monkeypatch, EmuLauncher(), X, Y, cfgs, **kw)
     assert_same_run(got, ref, rtol=1e-12)
+
+
+class FakeStream:
+    """Stands in for cupy.cuda.Stream: capture records the launches into a 'graph'."""
+
+    def __init__(self, refuse=None):
+        self.refuse, self.recording = refuse, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def begin_capture(self):
+        if self.refuse:
+            raise RuntimeError(self.refuse)
+        self.recording = []
+
+    def end_capture(self):
+        rec, self.recording = self.recording, None
+        return FakeGraph(rec)
+
+
+class FakeGraph:
+    def __init__(self, record):
+        self.record = record
+
+    def launch(self, stream):
+        for fn in self.record:
+            fn(replayed=True)
+
+
+@pytest.mark.parametrize("refuse", [None, "operation not permitted when stream is capturing"])
+def test_graph_replay_captures_once_and_falls_back_with_a_reason(monkeypatch, refuse):
+    import sys
+    import types
+    fake = types.ModuleType("cupy")
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    from gpulinear.cuda.graph import Replay
+    stream = FakeStream(refuse)
+    replay = Replay(stream=stream)
+    ran = []
+
+    def kernel(replayed=False):
+        ran.append("replayed" if replayed else "eager")
+
+    def launches():
+        if stream.recording is not None:
+            stream.recording.append(kernel)      # captured, not run
+        else:
+            kernel()
+
+    for _ in range(4):
+        replay.run(("seg", 3), launches)
+    if refuse:
+        assert ran == ["eager"] * 4 and refuse in replay.fallback_reason and replay.replays == 0
+    else:
+        assert ran == ["eager", "replayed", "replayed", "replayed"] and replay.replays == 3
+        assert replay.fallback_reason is None and list(replay.graphs) == [("seg", 3)]

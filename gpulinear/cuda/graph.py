@@ -22,6 +22,7 @@ class Replay:
         self.replays = 0
 
     def run(self, key, launches):
+        """launches() on self.stream: replayed from a graph when one was captured for `key`."""
         with self.stream:
             graph = self.graphs.get(key)
             if graph is not None:

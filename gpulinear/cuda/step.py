@@ -66,10 +66,13 @@ class CudaStep:
         self.clock = xp.full(1, -1, dtype=np.int64)   # the X-pass makes it the step evaluated
         self.launcher = launcher if launcher is not None else Launcher()
         self.replay = None
-        if graphs and xp is not np:
+        if xp is not np:
             from .graph import Replay
-            self.replay = Replay()
+            # every launch goes to one non-blocking stream (graph capture needs one); the
+            # buffers above were filled on the default stream, which it does not wait for
+            self.replay = Replay(enabled=graphs)
             self.launcher.cupy_stream = self.replay.stream
+            xp.cuda.Device().synchronize()
         self.t = 0
         self.evaluated = False
         self.meta = {}
@@ -123,10 +126,10 @@ class CudaStep:
         launches = self._segment(lead, n)
         if self.replay is not None:
             self.replay.run((lead, n), launches)
-            if self.replay.fallback_reason:
-                self.meta["graph"] = f"eager launches (capture failed: {self.replay.fallback_reason})"
-            else:
-                self.meta["graph"] = "replayed"
+            reason = self.replay.fallback_reason
+            self.meta["graph"] = ("replayed" if self.replay.enabled and reason is None else
+                                  f"eager launches (capture failed: {reason})" if reason else
+                                  "eager launches (graphs off)")
         else:
             launches()
         self.t = last
@@ -134,11 +137,21 @@ class CudaStep:
 
     def flush(self, steps):
         if self.evaluated and self.t < steps:
-            self._update(True)
+            if self.replay is not None:
+                with self.replay.stream:
+                    self._update(True)
+            else:
+                self._update(True)
             self.t += 1
             self.evaluated = False
 
+    def _sync(self):
+        """Wait for the step's stream: reads below happen on the default stream."""
+        if self.replay is not None:
+            self.replay.stream.synchronize()
+
     def all_reached(self) -> bool:
+        self._sync()
         dev = self.dev
         return bool(to_numpy(((dev.reached_at >= 0) | (dev.alive == 0)).all()))
 
@@ -151,6 +164,7 @@ class CudaStep:
                 "reached_at": host.reached_at, "We": We}
 
     def host_packed(self):
+        self._sync()
         return type(self.dev)(*[to_numpy(a) for a in self.dev])
 
     def state_arrays(self) -> dict:
@@ -164,6 +178,8 @@ class CudaStep:
             getattr(self.dev, name)[...] = self.xp.asarray(z[f"packed_{name}"])
         self.W[...] = self.xp.asarray(z["W"])
         self.clock[...] = t - 1
+        if self.xp is not np:
+            self.xp.cuda.Device().synchronize()       # the copies above, before any launch
         self.t, self.evaluated = t, False
 
 
