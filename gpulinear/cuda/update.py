@@ -87,6 +87,26 @@ def launch_update(launcher, dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, ste
                                do_update))
 
 
+def kernel_signatures():
+    """[(label, Python function, Numba signature)] of the update kernel for float32 and float64,
+    typed from the arguments CudaStep passes: for compiling it ahead of time without a GPU
+    (numba.cuda.compile_ptx; benchmarks/static_evidence.py reads registers and SASS from it)."""
+    import numba
+    from ..config import Config
+    from ..losses import Lp
+    from ..plan import start_weights
+    from .layout import pack
+    out = []
+    cfgs = [Config(depth=2, width=3), Config(depth=2, parameterization="e2e")]
+    for dt in (np.float32, np.float64):
+        packed = pack(cfgs, [Lp(4)] * 2, [start_weights(c, 4, 1) for c in cfgs], 4, 1, dt, 3)
+        G, L, W = np.zeros((1, 2, 4), dt), np.zeros((1, 2), dt), np.zeros((2, 4), dt)
+        args = kernel_args(packed, G, L, W, np.zeros(1, np.int64), 1, 5, 1, 4, 10, 5, math.inf)
+        sig = tuple(numba.typeof(a) for a in args)
+        out.append((f"update_kernel<{np.dtype(dt).name}>", kernel().py_func, sig))
+    return out
+
+
 # ---- the NumPy twin ----------------------------------------------------------------------------
 
 def update_twin(packed: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every,
