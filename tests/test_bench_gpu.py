@@ -34,6 +34,7 @@ def test_dry_run_writes_every_column_and_a_finite_rate_per_point(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     expected = bench.points(dry=True)
+    prob = data["meta"]["problem"]
     assert [(r["B"], r["depth"], r["width"], r["dtype"]) for r in data["points"]] == expected
     for row in data["points"]:
         assert set(bench.POINT_KEYS) <= set(row), set(bench.POINT_KEYS) - set(row)
@@ -41,16 +42,15 @@ def test_dry_run_writes_every_column_and_a_finite_rate_per_point(tmp_path):
         assert math.isfinite(row["rate"]) and row["rate"] > 0, row
         # whole calls: the rate is B steps / call time, and the call is >= the min-call rule
         assert row["rate"] == pytest.approx(row["B"] * row["steps"] / row["call_s"])
-        assert row["call_s"] >= 0.01 or row["calls"] >= 1
         assert row["pct_fp32_floor"] == pytest.approx(
-            100 * row["rate"] * 4 * 2565 * 128 / bench.FP32_FLOPS)
+            100 * row["rate"] * 4 * prob["m"] * prob["d"] / bench.FP32_FLOPS)
         assert (row["pct_fp64_peak"] is None) == (row["dtype"] == "float32")
         assert row["diverged"] == 0, row          # small lrs: a diverged config changes the cost
     both = {r["dtype"] for r in data["points"]}
     assert both == {"float32", "float64"}
     assert [r["status"] for r in data["fig3"]["runs"]] == ["ok", "ok"]
     assert data["fig3"]["configs"] == 60
-    assert data["million"]["run_2000"]["status"] == "ok"
+    assert data["million"]["run_1000"]["status"] == "ok"
     assert "| B | depth |" in proc.stdout and "float64" in proc.stdout    # the markdown table
     # --summary reads the JSON back (what gpu_check.sh prints)
     s = subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--summary", str(out)],
