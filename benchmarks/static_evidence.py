@@ -11,8 +11,9 @@ a. Every kernels/*.cu, as the loader hands it to NVRTC (gpulinear.cuda._loader.k
    cuobjdump is not part of the toolkit here: `pip download --no-deps nvidia-cuda-cuobjdump
    nvidia-cuda-nvdisasm -d /tmp/x`, unzip both wheels into one folder and pass --cuobjdump
    (cuobjdump -sass runs nvdisasm, which it finds beside itself or on PATH).
-b. The Numba update kernel (gpulinear/cuda/update.py, when present and when it offers
-   `kernel_signatures()` -> [(label, py_func, numba signature)]): numba.cuda.compile_ptx(...,
+b. The Numba update kernel (gpulinear/cuda/update.py, when present: its
+   `kernel_signatures()` -> [(label, py_func, numba signature)] if it has one, else kernel().py_func
+   typed from the arguments kernel_args() builds for a small packed grid): compile_ptx(...,
    cc=(9, 0)), then ptxas -v (and the SASS loop mix when cuobjdump is found).  Skipped, with the
    reason, when the module or that function is missing or numba cannot find NVRTC/libNVVM.
 c. A roofline ESTIMATE of one training step (depth 3, width 1, l4, Ethanol, float32, k = 1) for
@@ -128,14 +129,15 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
     if importlib.util.find_spec("gpulinear.cuda.update") is None:
         return [], "skipped: gpulinear/cuda/update.py does not exist yet"
     mod = importlib.import_module("gpulinear.cuda.update")
-    fn = getattr(mod, "kernel_signatures", None)
-    if fn is None:
-        return [], ("skipped: gpulinear.cuda.update has no kernel_signatures() -> "
-                    "[(label, py_func, numba signature)] to compile from")
     try:
         from numba import cuda
     except Exception as exc:
         return [], f"skipped: numba-cuda not importable ({type(exc).__name__}: {exc})"
+    fn = getattr(mod, "kernel_signatures", None) or (
+        (lambda: update_signatures(mod)) if hasattr(mod, "kernel_args") else None)
+    if fn is None:
+        return [], ("skipped: gpulinear.cuda.update has neither kernel_signatures() -> "
+                    "[(label, py_func, numba signature)] nor kernel() + kernel_args()")
     rows, notes = [], []
     for label, py_func, sig in fn():
         try:
@@ -162,6 +164,28 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
         if why:
             notes.append(why)
     return rows, "; ".join(dict.fromkeys(notes))
+
+
+def update_signatures(mod):
+    """[(label, py_func, signature)] of the update kernel per dtype, typed from the arguments
+    `mod.kernel_args` builds for a small packed grid (one depth-3 width-1 gd config, d = 8):
+    what launch_update hands the kernel (C-contiguous arrays, then int64/float64 scalars)."""
+    import numba
+    import numpy as np
+    import gpulinear as gl
+    from gpulinear.cuda import layout
+    d, k, S, m = 8, 1, 2, 16
+    cfg = gl.Config(depth=3, width=1, lr=1e-3)
+    out = []
+    for dt in ("float32", "float64"):
+        packed = layout.pack([cfg], [gl.Lp(4.0)], [gl.init_weights(cfg, d, k)], d, k, dt, 3)
+        args = mod.kernel_args(packed, np.zeros((S, k, d), dt), np.zeros((S, k), dt),
+                               np.zeros((k, d), dt), np.zeros(1, np.int64), S, m, k, d, 10, 5,
+                               np.inf)
+        sig = tuple(numba.typeof(a) for a in args)
+        out.append((f"update_kernel<{'float' if dt == 'float32' else 'double'}>",
+                    mod.kernel().py_func, sig))
+    return out
 
 
 def resources_table(rows):
