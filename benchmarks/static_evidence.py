@@ -31,6 +31,7 @@ import importlib
 import importlib.util
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -122,6 +123,18 @@ def kernel_rows(source_label, report, mixes):
     return sorted(rows, key=lambda r: r["kernel"])
 
 
+def ptxas_isa(ptxas) -> str:
+    """The newest PTX ISA version this ptxas reads (from its own error on a too-new one)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "probe.ptx")
+        with open(path, "w") as fh:
+            fh.write(".version 99.0\n.target sm_90\n.address_size 64\n")
+        proc = subprocess.run([ptxas, f"-arch={ARCH}", path, "-o", path + ".o"],
+                              capture_output=True, text=True, timeout=60)
+    m = re.search(r"current version is '(\d+\.\d+)'", proc.stdout + proc.stderr)
+    return m.group(1) if m else "9.0"
+
+
 def numba_update_rows(workdir, ptxas, cuobjdump):
     """Part b: (rows, note)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
@@ -130,9 +143,15 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
         return [], "skipped: gpulinear/cuda/update.py does not exist yet"
     mod = importlib.import_module("gpulinear.cuda.update")
     try:
+        import types
+
+        import numba.cuda.dispatcher as numba_dispatcher
         from numba import cuda
     except Exception as exc:
         return [], f"skipped: numba-cuda not importable ({type(exc).__name__}: {exc})"
+    # Without a driver: compiling the kernel's @cuda.jit device functions asks the current
+    # device for its compute capability only; answer sm_90, the target of compile_ptx below.
+    numba_dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
     fn = getattr(mod, "kernel_signatures", None) or (
         (lambda: update_signatures(mod)) if hasattr(mod, "kernel_args") else None)
     if fn is None:
@@ -148,6 +167,10 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
                          "(pip install 'numba-cuda[cu13]')")
             continue
         path = os.path.join(workdir, f"update_{len(rows)}.ptx")
+        # numba-cuda's NVVM may be newer than this ptxas (PTX ISA 9.5 vs 9.0 for CUDA 13.0);
+        # the kernel uses nothing newer than 9.0, so state the version ptxas reads
+        ptx = re.sub(r"^\.version \d+\.\d+", f".version {ptxas_isa(ptxas)}", ptx, count=1,
+                     flags=re.M)
         with open(path, "w") as fh:
             fh.write(ptx)
         cubin = path[:-4] + ".cubin"
