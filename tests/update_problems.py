@@ -9,29 +9,20 @@ import numpy as np
 
 import gpulinear as gl
 from gpulinear.cuda import layout
-from gpulinear.engine import record_steps
+from gpulinear.cuda.xpass import xpass_twin
+from gpulinear.plan import record_steps
 from gpulinear.losses import config_loss
 
 
 def xpass(W, X, Y, p_rows, S, ldg):
-    """The X-pass contract in float64: W (R, ldw) rows of W_e, X (m, d), Y (m, k), p_rows (R,);
-    returns Gpart (S, R, ldg) (columns d.. are junk, as a padded kernel may leave them) and
-    Lpart (S, R), the sums over S contiguous splits of the examples."""
+    """The X-pass contract in float64 (gpulinear.cuda.xpass.xpass_twin): W (R, ldw) rows of W_e,
+    X (m, d), Y (m, k), p_rows (R,); returns Gpart (S, R, ldg) (columns d.. are junk, as a padded
+    kernel may leave them) and Lpart (S, R), the sums over S contiguous splits of the examples."""
     m, d = X.shape
-    k = Y.shape[1]
-    R = W.shape[0]
     with np.errstate(over="ignore", invalid="ignore"):
-        r = W[:, :d].astype(np.float64) @ X.T - np.tile(Y.T, (R // k, 1))   # (R, m)
-        a = np.abs(r)
-        D = a ** (p_rows[:, None] - 2) * r
-        Lp = a ** p_rows[:, None]
-        bounds = np.linspace(0, m, S + 1).astype(int)
-        Gpart = np.full((S, R, ldg), 7.0)
-        Lpart = np.empty((S, R))
-        for s in range(S):
-            sl = slice(bounds[s], bounds[s + 1])
-            Gpart[s, :, :d] = D[:, sl] @ X[sl]
-            Lpart[s] = Lp[:, sl].sum(axis=1)
+        G, Lpart = xpass_twin(W, X, Y.T, p_rows, S, -(-m // S), d, Y.shape[1])
+    Gpart = np.full((S, W.shape[0], ldg), 7.0)
+    Gpart[:, :, :d] = G
     return Gpart, Lpart
 
 

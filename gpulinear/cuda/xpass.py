@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import array_namespace
+from ..losses import lp_terms
 
 __all__ = ["XPassPlan", "plan_xpass", "padded", "launch_xpass", "xpass_twin", "TILES", "THREADS"]
 
@@ -151,9 +152,9 @@ def xpass_twin(W, X, Yt, prow, S, m_per_split, d, k):
     for s in range(S):
         j = slice(s * m_per_split, min(m, (s + 1) * m_per_split))
         Rs = W @ X[j].T - Y_rows[:, j]                   # residuals (R, examples of split s)
-        A = np.abs(Rs)
-        Lpart[s] = (A ** p).sum(axis=1)
-        Gpart[s] = (A ** (p - 2) * Rs) @ X[j]            # |r|^(p-2) r, with 0^0 = 1 for p = 2
+        value, dl, _ = lp_terms(Rs, p)                   # |r|^p, |r|^(p-2) r
+        Lpart[s] = value.sum(axis=1)
+        Gpart[s] = dl @ X[j]
     return Gpart, Lpart
 
 
