@@ -130,6 +130,8 @@ def reproduce_main(args) -> int:
     quick = _quick_default(args.quick, args.full, args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print("\n".join(estimate_lines(names, "tiny" if getattr(args, "tiny", False) else
+                                   "quick" if quick else "full")[0]), flush=True)
     sections = []
     for name in names:
         start = time.perf_counter()
@@ -176,10 +178,17 @@ def _render(sections, quick, backend, tiny=False) -> str:
         lines += [f"## {name}: {title}", "", f"{status}, {wall:.0f} s."]
         if data.get("setup"):
             lines += ["", f"Setup: {data['setup']}"]
+        lines += _evidence_lines(data)
         for fig in data.get("figures", []):
             lines += ["", f"![{name}]({name}/{fig})"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _evidence_lines(data) -> list[str]:
+    """'What the evidence supports', one sentence per claim, where an experiment gives them."""
+    return (["", "What the evidence supports:"] + [f"- {e}" for e in data["evidence"]]
+            if data.get("evidence") else [])
 
 
 def _cell(text) -> str:
@@ -423,3 +432,34 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
     else:
         tail = "not supported at this length under any preprocessing tried"
     return f"{what}: {size}; {tail}."
+
+
+# Quiet-machine throughput of each experiment's training, config-steps per second on this
+# project's 2-core CPU (2 BLAS threads): see RATES_NOTE for how they were measured.
+FULL_RATES = {"fig2": 8_000, "fig3": 8_000, "fig4_left": 8_000, "fig4_right": 8_000,
+              "fig5_left": 8_000}
+# Experiments that are not grids of gl.train calls: seconds per mode on the same machine.
+FIXED_SECONDS = {"full": {"sec3": 120, "sec7": 300, "theorem2": 120, "fig5_right": 3600},
+                 "quick": {"sec3": 30, "sec7": 60, "theorem2": 30, "fig5_right": 600},
+                 "tiny": {}}
+RATES_NOTE = "placeholder"
+
+
+def estimate_lines(names, mode: str) -> tuple[list[str], float]:
+    """Lines to print before a run: config-steps and estimated seconds per experiment, and the
+    total seconds (experiments without an estimate count 0 and say so)."""
+    lines, total = [], 0.0
+    for name in names:
+        module = load_experiment(name)
+        if hasattr(module, "config_steps"):
+            n = sum(module.config_steps(mode).values())
+            sec = n / FULL_RATES.get(name, 8_000)
+            lines.append(f"   {name:<11s} {n / 1e6:7.2f}M config-steps  ~{sec / 60:5.1f} min")
+        else:
+            sec = FIXED_SECONDS.get(mode, {}).get(name)
+            lines.append(f"   {name:<11s} {'':>20s}  " + (f"~{sec / 60:5.1f} min" if sec is not None
+                                                            else "(seconds)"))
+        total += sec or 0.0
+    lines.insert(0, f"estimate for this run ({mode}; quiet 2-core CPU, {RATES_NOTE}): "
+                    f"~{total / 60:.0f} min")
+    return lines, total
