@@ -4,8 +4,9 @@
 
 Copies REPORT.md (with a header: the regenerating command, date, machine, versions), every PNG
 and each experiment's claims JSON (keys holding raw curves dropped) into DEST, writes DEST/
-claims.json (every claim of every experiment in report order) and refuses to publish more than
-MAX_BYTES: raw curves (.npz) stay in the run folder.
+claims.json (every claim of every experiment in report order) refuses to publish more than
+MAX_BYTES (raw curves, .npz, stay in the run folder), and rewrites the claims table between the
+README's markers (README_START / README_END) from the published claims.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import time
 from pathlib import Path
 
 MAX_BYTES = 5 * 1024 * 1024
+README_START = "<!-- paper-length claims: written by experiments/publish.py -->"
+README_END = "<!-- end of paper-length claims -->"
 RAW_KEYS = ("curves",)      # fig5_right's per-iteration batch losses: raw curves, not claims
 COMMAND = ("gpulinear reproduce --full --out {src} && "
            "python experiments/publish.py {src} {dest}")
@@ -96,12 +99,45 @@ def publish(src: Path, dest: Path) -> int:
     return size
 
 
+def readme_block(dest: Path, claims: dict, root: Path) -> str:
+    """The README's headline: one row per claim (experiment, claim, verdict) and Fig 3."""
+    rel = dest.resolve().relative_to(root.resolve()) if dest.resolve().is_relative_to(
+        root.resolve()) else dest
+    rows = [README_START, "", f"Paper-length verdicts ([full report]({rel}/REPORT.md)):", "",
+            "| experiment | claim (paper) | verdict |", "|---|---|---|"]
+    for name, items in claims.items():
+        for c in items:
+            text = str(c["claim"]).replace("|", "\\|")
+            rows.append(f"| {name} | {text[:110] + ('...' if len(text) > 110 else '')} | "
+                        f"**{c['verdict']}** |")
+    if (dest / "fig3" / "fig3.png").exists():
+        rows += ["", f"![Fig 3 at paper length]({rel}/fig3/fig3.png)"]
+    return "\n".join(rows + ["", README_END])
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the README's marked block (between README_START and README_END); False if the
+    README has no markers."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + block + tail)
+    return True
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         raise SystemExit(__doc__)
-    size = publish(Path(argv[0]), Path(argv[1]))
-    print(f"published {argv[0]} -> {argv[1]} ({size / 1e3:.0f} kB)")
+    src, dest = Path(argv[0]), Path(argv[1])
+    size = publish(src, dest)
+    print(f"published {src} -> {dest} ({size / 1e3:.0f} kB)")
+    root = Path(__file__).resolve().parents[1]
+    claims = json.loads((dest / "claims.json").read_text())
+    if update_readme(root / "README.md", readme_block(dest, claims, root)):
+        print(f"updated the claims table in {root / 'README.md'}")
     return 0
 
 
