@@ -90,8 +90,9 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         evidence_sentence("l4, depth 2/3 vs depth 1", verdicts["l4"], medians["l4"])]
     data["setup"] = (f"GD, N(0, 0.01^2) init, width 1, depths 1/2/3, l2 and l4, lr grid "
                      f"{list(m['lrs'])}; best lr per (loss, depth) by the lowest mean log10(L - "
-                     f"L*) over the run, chosen on seed {seed} and rerun with {m['seeds'] - 1} more "
-                     f"seeds; steps per preprocessing: {dict(zip(m['preprocessings'], m['steps']))}"
+                     f"L*) over the run, chosen on seed {seed} and rerun with {m['seeds'] - 1} "
+                     f"more seeds; steps per preprocessing: "
+                     f"{dict(zip(m['preprocessings'], m['steps']))}"
                      f"{'' if scale == 1 else f' x {scale:g}'}. Speed-up = depth-1 steps / model "
                      f"steps to the L - L* depth 1 reaches at 10/25/50/100% of the run.")
     return save_json(out, NAME, data)
@@ -111,7 +112,8 @@ def _claim(pre, steps, loss, rows, sp, n_seeds):
                 f"{gap[2] / gap[1]:.2f}, {gap[3] / gap[1]:.2f}")
     m2, m3 = med[2], med[3]
     if loss == "l2":
-        return {"claim": "with l2 loss, depth (slightly) hinders optimization", "measured": measured,
+        return {"claim": "with l2 loss, depth (slightly) hinders optimization",
+                "measured": measured,
                 "verdict": verdict(SLIGHT <= min(m2, m3) and max(m2, m3) <= 1, min(m2, m3) < 1)}
     return {"claim": "with l4 loss it [depth] leads to significant acceleration",
             "measured": measured,

@@ -21,7 +21,7 @@ NAME = "fig5_left"
 TITLE = "Depths 4 and 8: near-zero init stalls, identity init moves and accelerates (Fig 5-left)"
 # "Visible progress" (rule fixed before any run): L - L* below 90% of its value at step 0.
 PROGRESS = 0.9
-PAPER_STEPS = 100_000   # the stall claim speaks of 65k and 100k iterations: shorter runs cannot test it
+PAPER_STEPS = 100_000   # the stall claim names 65k and 100k iterations: shorter runs can't test it
 MODES = {"tiny": 300, "quick": 10_000, "full": PAPER_STEPS}
 # "again depth serves as an implicit accelerator" (rule fixed before any paper-length run): the
 # median speed-up (report.speedup) of identity-init depth 4 and 8 over depth 1, best lr each;
@@ -80,8 +80,9 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
                   "seems stuck even after 100K iterations",
          "measured": f"first visible progress (L - L* < 90% of start) within {steps:,} steps, "
                      f"earliest over live lrs: depth 4 at {fmt(z4['progress_any_lr'])}, depth 8 at "
-                     f"{fmt(z8['progress_any_lr'])}" + ("" if steps >= PAPER_STEPS else
-                                                        f" (the claim needs {PAPER_STEPS:,} steps)"),
+                     f"{fmt(z8['progress_any_lr'])}"
+                     + ("" if steps >= PAPER_STEPS else
+                        f" (the claim needs {PAPER_STEPS:,} steps)"),
          "verdict": length_verdict(steps, PAPER_STEPS, verdict(stalls, z8["progress_any_lr"] < 0))},
         {"claim": "under identity initialization, both networks immediately make progress, and "
                   "again depth serves as an implicit accelerator",

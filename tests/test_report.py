@@ -147,3 +147,37 @@ def test_full_mode_estimate_counts_config_steps():
     fig3 = load_experiment("fig3").config_steps("full")
     assert fig3["l4"] == (60 // 2 + 3 * 2) * 300_000     # 30 l4 configs + 2 seeds x 3 models
     assert total > 0 and any("fig3" in line for line in lines)
+
+
+def test_publish_copies_report_figures_and_claims_without_raw_curves(tmp_path):
+    import importlib.util
+
+    from gpulinear.report import experiments_dir
+    spec = importlib.util.spec_from_file_location("publish", experiments_dir() / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    src, dest = tmp_path / "run", tmp_path / "results" / "paper-length"
+    (src / "fig3").mkdir(parents=True)
+    (src / "REPORT.md").write_text("# report\n| fig3 | c | m | **holds** |\n")
+    (src / "fig3" / "fig3.png").write_bytes(b"\x89PNG" + bytes(100))
+    (src / "fig3" / "fig3_zscore.npz").write_bytes(bytes(1000))      # raw curves: stay behind
+    claim = {"claim": "depth | accelerates", "measured": "2x", "verdict": "holds"}
+    (src / "fig3" / "fig3.json").write_text(json.dumps(
+        {"claims": [claim], "runs": {"a": {"curves": [1, 2, 3], "steps": 5}}}))
+    size = publish.publish(src, dest)
+    assert size == sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == \
+        ["REPORT.md", "claims.json", "fig3.json", "fig3.png"]
+    assert json.loads((dest / "fig3" / "fig3.json").read_text())["runs"] == {"a": {"steps": 5}}
+    head = (dest / "REPORT.md").read_text().splitlines()
+    assert "gpulinear reproduce --full" in head[1] and "publish.py" in head[1]
+    assert "CPUs" in head[3] and "numpy" in head[3]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{publish.README_START}\nSTALE\n{publish.README_END}\nrest\n")
+    block = publish.readme_block(dest, {"fig3": [claim]}, tmp_path)
+    assert publish.update_readme(readme, block)
+    text = readme.read_text()
+    assert "STALE" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "depth \\| accelerates | **holds**" in text
+    assert "results/paper-length/fig3/fig3.png" in text
+    assert not publish.update_readme(tmp_path / "run" / "REPORT.md", block)   # no markers
