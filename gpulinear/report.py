@@ -434,15 +434,22 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
     return f"{what}: {size}; {tail}."
 
 
-# Quiet-machine throughput of each experiment's training, config-steps per second on this
-# project's 2-core CPU (2 BLAS threads): see RATES_NOTE for how they were measured.
-FULL_RATES = {"fig2": 8_000, "fig3": 8_000, "fig4_left": 8_000, "fig4_right": 8_000,
-              "fig5_left": 8_000}
-# Experiments that are not grids of gl.train calls: seconds per mode on the same machine.
-FIXED_SECONDS = {"full": {"sec3": 120, "sec7": 300, "theorem2": 120, "fig5_right": 3600},
-                 "quick": {"sec3": 30, "sec7": 60, "theorem2": 30, "fig5_right": 600},
+# Throughput of each experiment, config-steps per CPU-second with one BLAS thread, whole run
+# (training, L*, plots): measured 2026-12-01 on this project's 2-core CPU under load from four
+# other jobs (nice 19, OPENBLAS_NUM_THREADS=1) by running the --full settings at 1/50 of their
+# steps (2,000 instead of 100,000) and extrapolating linearly in steps.  CPU time, not wall: the
+# wall time was 1.5-3x longer only because the cores were shared.  With 2 BLAS threads on
+# shared cores CPU time per step was 4-5x larger (threads spin), hence the 1-thread advice.
+FULL_RATES = {"fig2": 12_500, "fig3": 27_700, "fig4_left": 24_500, "fig4_right": 12_000,
+              "fig5_left": 29_400}
+# Experiments that are not grids of gl.train calls: CPU-seconds per mode, rounded up from
+# 1/8-1/10-length runs of their full settings (sec3 2.2 s at horizon 0.3, theorem2 1.2 s with 1
+# plane of 8, sec7 1.8 s at 1/10 of its steps) and, for fig5_right, its full-cpu iterations x
+# CPU_SECONDS_PER_ITERATION (see experiments/fig5_right_mnist_cnn.py).
+FIXED_SECONDS = {"full": {"sec3": 60, "sec7": 120, "theorem2": 30, "fig5_right": 2200},
+                 "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
-RATES_NOTE = "placeholder"
+RATES_NOTE = "rates measured 2026-12-01 with 1 BLAS thread"
 
 
 def estimate_lines(names, mode: str) -> tuple[list[str], float]:
@@ -453,7 +460,7 @@ def estimate_lines(names, mode: str) -> tuple[list[str], float]:
         module = load_experiment(name)
         if hasattr(module, "config_steps"):
             n = sum(module.config_steps(mode).values())
-            sec = n / FULL_RATES.get(name, 8_000)
+            sec = n / FULL_RATES.get(name, min(FULL_RATES.values()))
             lines.append(f"   {name:<11s} {n / 1e6:7.2f}M config-steps  ~{sec / 60:5.1f} min")
         else:
             sec = FIXED_SECONDS.get(mode, {}).get(name)
