@@ -59,7 +59,10 @@ def test_reproduce_command_writes_report(tmp_path, capsys):
     report = (tmp_path / "REPORT.md").read_text()
     assert "| fig4_right |" in report and "TINY" in report
     assert "fig4_right/fig4_right.png" in report
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "estimate for this run (tiny" in printed                 # before the run starts
+    assert printed.index("estimate") < printed.index("fig4_right seeds")  # then progress lines
+    assert "What the evidence supports" in report
     assert main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in EXPERIMENTS)
