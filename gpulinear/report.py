@@ -422,15 +422,17 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
     """One sentence saying what the evidence supports, from per-run verdicts and median
     speed-ups over every preprocessing and seed."""
     v = [m for m in medians if np.isfinite(m)]
-    n_hold = sum(x == "holds" for x in verdicts)
+    n, n_hold = len(verdicts), sum(x == "holds" for x in verdicts)
+    n_partly = sum(x == "partly" for x in verdicts)
     size = f"median speed-ups {min(v):.2g}-{max(v):.2g}x over {len(v)} runs" if v else \
         "no speed-up measurable"
-    if n_hold == len(verdicts):
-        tail = "supported under every preprocessing tried"
-    elif n_hold:
-        tail = f"supported under {n_hold} of {len(verdicts)} preprocessings only"
+    if n_hold == n:
+        tail = f"supported under {'every' if n > 1 else 'the'} preprocessing tried"
+    elif n_hold or n_partly:
+        tail = (f"supported under {n_hold} and partly under {n_partly} of the {n} "
+                f"preprocessings tried")
     else:
-        tail = "not supported at this length under any preprocessing tried"
+        tail = f"not supported at this length under {'any' if n > 1 else 'the'} preprocessing tried"
     return f"{what}: {size}; {tail}."
 
 

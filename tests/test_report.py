@@ -184,3 +184,13 @@ def test_publish_copies_report_figures_and_claims_without_raw_curves(tmp_path):
     assert "depth \\| accelerates | **holds**" in text
     assert "results/paper-length/fig3/fig3.png" in text
     assert not publish.update_readme(tmp_path / "run" / "REPORT.md", block)   # no markers
+
+
+def test_evidence_sentence_counts_verdicts():
+    from gpulinear.report import evidence_sentence
+    assert evidence_sentence("x", ["holds"] * 3, [2.0, 3.0]) == \
+        "x: median speed-ups 2-3x over 2 runs; supported under every preprocessing tried."
+    assert "supported under 1 and partly under 1 of the 3" in \
+        evidence_sentence("x", ["holds", "partly", "does not hold"], [0.5, np.nan, 2.0])
+    assert "not supported at this length under the preprocessing" in \
+        evidence_sentence("x", ["does not hold"], [])
