@@ -194,3 +194,13 @@ def test_evidence_sentence_counts_verdicts():
         evidence_sentence("x", ["holds", "partly", "does not hold"], [0.5, np.nan, 2.0])
     assert "not supported at this length under the preprocessing" in \
         evidence_sentence("x", ["does not hold"], [])
+
+
+def test_fig5_right_full_cpu_mode_fits_its_budget_and_says_what_was_cut():
+    module = load_experiment("fig5_right")
+    full, cpu = module.MODES["full"], module.MODES["full-cpu"]
+    assert cpu["iterations"] == full["iterations"] == 8593          # the paper's 10 epochs
+    assert set(cpu["lrs"]) < set(full["lrs"]) and set(cpu["stds"]) <= set(full["stds"])
+    # 2 x 8593 main + (2 x 8 - 2 + 6 - 1) x 1000 grid iterations (lr 0.01 / std 0.1 reused)
+    assert module.full_cpu_iterations() == 2 * 8593 + 19 * 1000
+    assert module.full_cpu_iterations() * module.CPU_SECONDS_PER_ITERATION <= 60 * 60
