@@ -132,6 +132,7 @@ def reproduce_main(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print("\n".join(estimate_lines(names, "tiny" if getattr(args, "tiny", False) else
                                    "quick" if quick else "full")[0]), flush=True)
+    limit = blas_threads_limit(backend)
     sections = []
     for name in names:
         start = time.perf_counter()
@@ -154,6 +155,8 @@ def reproduce_main(args) -> int:
         wall = time.perf_counter() - start
         print(f"   {status} in {wall:.0f} s", flush=True)
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
+    if limit is not None:
+        limit.unregister()
     report = _render(sections, quick, backend, getattr(args, "tiny", False))
     (out / "REPORT.md").write_text(report)
     print(f"wrote {out / 'REPORT.md'}")
@@ -452,6 +455,27 @@ FIXED_SECONDS = {"full": {"sec3": 60, "sec7": 120, "theorem2": 30, "fig5_right":
                  "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
 RATES_NOTE = "rates measured 2026-12-01 with 1 BLAS thread"
+
+
+def blas_threads_limit(backend: str):
+    """One BLAS thread for a CPU run, unless the user set the thread count: on this 2-core CPU a
+    2-thread OpenBLAS ran the Fig 3 grid 10x slower in wall time than 1 thread as soon as one
+    other process held a core (40 s vs 3.8 s for 60 configs x 2,000 steps, 2026-12-01), and the
+    estimate's rates are 1-thread rates.  Uses threadpoolctl when installed (returns its limiter,
+    to be unregistered); otherwise prints how to set it and returns None."""
+    import os
+    if backend != "numpy" or any(os.environ.get(v) for v in
+                                 ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("   note: BLAS may use every core; on a shared 2-core CPU run with "
+              "OPENBLAS_NUM_THREADS=1 (the estimate assumes it)", flush=True)
+        return None
+    print("   BLAS limited to 1 thread for this run (set OPENBLAS_NUM_THREADS to override)",
+          flush=True)
+    return threadpool_limits(1, user_api="blas")
 
 
 def estimate_lines(names, mode: str) -> tuple[list[str], float]:

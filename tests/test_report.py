@@ -204,3 +204,21 @@ def test_fig5_right_full_cpu_mode_fits_its_budget_and_says_what_was_cut():
     # 2 x 8593 main + (2 x 8 - 2 + 6 - 1) x 1000 grid iterations (lr 0.01 / std 0.1 reused)
     assert module.full_cpu_iterations() == 2 * 8593 + 19 * 1000
     assert module.full_cpu_iterations() * module.CPU_SECONDS_PER_ITERATION <= 60 * 60
+
+
+def test_blas_threads_limit_respects_the_user_and_the_backend(monkeypatch, capsys):
+    from gpulinear.report import blas_threads_limit
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert blas_threads_limit("cuda") is None
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert blas_threads_limit("numpy") is None
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    limit = blas_threads_limit("numpy")
+    try:
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
+    finally:
+        limit.unregister()
+    assert "1 thread" in capsys.readouterr().out
