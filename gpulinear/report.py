@@ -35,6 +35,7 @@ EXPERIMENTS = {
 }
 NOT_TESTABLE = "not testable at this length"
 VERDICTS = ("holds", "partly", "does not hold", NOT_TESTABLE)
+TIMINGS: list = []   # timed_train's records, moved into the experiment's JSON by save_json
 
 
 def experiments_dir() -> Path:
@@ -59,10 +60,14 @@ def load_experiment(name: str):
 
 
 def save_json(out: Path, name: str, data: dict) -> dict:
-    """Write out/<name>.json (numpy scalars and arrays become plain JSON) and return `data`."""
+    """Write out/<name>.json (numpy scalars and arrays become plain JSON) and return `data`,
+    with the timings of the timed_train calls made since the previous save."""
     for claim in data.get("claims", []):
         if claim.get("verdict") not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {claim.get('verdict')!r}")
+    if TIMINGS:   # the timed_train calls since the last save: this experiment's
+        data.setdefault("timings", list(TIMINGS))
+        TIMINGS.clear()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=json_default))
     return data
@@ -139,6 +144,7 @@ def reproduce_main(args) -> int:
         print(f"== {name} ({'quick' if quick else 'full'}) ...", flush=True)
         try:
             module = load_experiment(name)
+            TIMINGS.clear()                   # a failed experiment's timings are not ours
             data = module.run(out / name, quick=quick, backend=args.backend,
                               tiny=getattr(args, "tiny", False))
             status = data.get("skipped") or "ran"
@@ -379,8 +385,6 @@ def timed_train(label, X, y, configs, steps, **kw):
           f"CPU {cpu:.0f} s)", flush=True)
     return res
 
-
-TIMINGS: list = []
 
 
 def _cpu_seconds(resource) -> float:
