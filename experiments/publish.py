@@ -119,8 +119,10 @@ def readme_block(dest: Path, claims: dict, root: Path) -> str:
 
 
 def update_readme(readme: Path, block: str) -> bool:
-    """Replace the README's marked block (between README_START and README_END); False if the
-    README has no markers."""
+    """Replace the README's marked block (between README_START and README_END); False if there
+    is no README or it has no markers."""
+    if not readme.is_file():          # an installed copy of this script: no README beside it
+        return False
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         return False
