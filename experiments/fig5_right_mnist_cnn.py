@@ -59,6 +59,24 @@ MODES = {
              "grid_iterations": 2000, "lrs": PAPER_LR_GRID, "stds": PAPER_STD_GRID,
              "window": 100, "validation": 5000},
 }
+# --full without a GPU: the main comparison at the paper's 10 epochs, grids cut to fit ~60 min of
+# a quiet 2-core CPU.  Measured 2026-12-01 under load from 4 other jobs (nice 19, 1 torch thread,
+# 100 iterations after 10 of warm-up): 0.037 (original) and 0.038 (overparameterized) CPU-s per
+# iteration; an earlier idle measurement with 2 threads said 0.09 s.  Sized at 0.06 s/iteration:
+# 2 x 8593 main + 19 x 1000 grid iterations (runs at lr 0.01 / std 0.1 reuse the main runs)
+# = 36k iterations, ~36 min (23 min at 0.038, 54 min at 0.09).  Cut: the lr grid drops 1e-5 and
+# 5e-5 (far too slow to move in 1000 iterations at the tutorial's decay); grid runs are 1000
+# iterations instead of the GPU mode's 2000; the init-std grid is the paper's.
+MODES["full-cpu"] = dict(MODES["full"], grid_iterations=1000, lrs=PAPER_LR_GRID[2:])
+CPU_SECONDS_PER_ITERATION = 0.06
+
+
+def full_cpu_iterations() -> int:
+    """Training iterations of --full on a CPU (the ones not reused from the main runs)."""
+    m = MODES["full-cpu"]
+    fresh_lr = 2 * len(m["lrs"]) - 2 * (TUTORIAL["base_lr"] in m["lrs"])
+    fresh_std = len(m["stds"]) - (TUTORIAL["init_std"] in m["stds"])
+    return 2 * m["iterations"] + (fresh_lr + fresh_std) * m["grid_iterations"]
 
 CLAIMS = {
     "speedup": "Overall, with an addition of roughly 15% in number of parameters, optimization has "
@@ -366,9 +384,9 @@ def run(out: pathlib.Path, quick: bool = True, backend: str = "auto", mnist_dir:
 
     from gpulinear.torch import count_parameters
 
-    mode = "tiny" if tiny else "quick" if quick else "full"
-    cfg = MODES[mode]
     use_cuda = backend in ("auto", "cuda") and torch.cuda.is_available()
+    mode = "tiny" if tiny else "quick" if quick else "full" if use_cuda else "full-cpu"
+    cfg = MODES[mode]
     device = torch.device("cuda" if use_cuda else "cpu")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -431,8 +449,12 @@ def _experiment(cfg, mode, device, seed, x, y, x_val, y_val, count_parameters, o
                                           max(finite_ratios) if finite_ratios else None))):
         if key != "count":  # say how short the evidence is next to the paper's 10 epochs
             epochs = n * TUTORIAL["batch"] / TRAIN_SIZE
+            cut = ("" if mode != "full-cpu" else
+                   f"; grids cut to fit the CPU: lrs {list(cfg['lrs'])} of the paper's "
+                   f"{len(PAPER_LR_GRID)}, init stds {list(cfg['stds'])} of its "
+                   f"{len(PAPER_STD_GRID)}")
             measured = (f"[{mode} mode: main runs {n} iterations = {epochs:.2f} epochs (the "
-                        f"paper's figure: 10 epochs), grid runs {g} iterations] " + measured)
+                        f"paper's figure: 10 epochs), grid runs {g} iterations{cut}] " + measured)
         claims.append({"claim": CLAIMS[key], "measured": measured, "verdict": verdict})
     return {
         "name": NAME, "mode": mode, "device": str(device), "seed": seed,

@@ -1,7 +1,7 @@
 """Checkpoint files of train(): written atomically, checked on reading, never lost.
 
-A checkpoint is one .npz (never pickle) holding the run's arrays (the engine's `_Run._arrays`:
-"t", "n_rec", "rec_steps", "log", weights and optimizer state, ...) plus
+A checkpoint is one .npz (never pickle) holding the run's arrays (the step's `state_arrays()`:
+weights, optimizer state, loss log, ...; and the engine's "t" and "rec_steps") plus
     format        FORMAT, so a foreign .npz is recognised as such
     fingerprint   run_fingerprint(): the data, configs and settings it belongs to (not `steps`:
                   a finished run may be extended to more steps)
@@ -37,14 +37,15 @@ class CheckpointLocked(RuntimeError):
 
 
 def run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets, diverge_above,
-                    stop_at_target) -> str:
-    """What a checkpoint must match to be resumed or extended: the data, the configs and every
-    setting except `steps` (more steps continue the same trajectory)."""
+                    stop_at_target, kind) -> str:
+    """What a checkpoint must match to be resumed or extended: the data, the configs, the step
+    implementation `kind` (their states differ) and every setting except `steps` (more steps
+    continue the same trajectory)."""
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(X64).tobytes())
     h.update(np.ascontiguousarray(Y64).tobytes())
     h.update(json.dumps([c.to_dict() for c in configs], sort_keys=True).encode())
-    h.update(repr((loss.name, dt.name, log_every, diverge_above, stop_at_target,
+    h.update(repr((loss.name, dt.name, log_every, diverge_above, stop_at_target, kind,
                    None if targets is None else targets.tolist())).encode())
     return h.hexdigest()
 
@@ -208,24 +209,31 @@ def open_run(path, fingerprint: str, steps: int, resume: bool, overwrite: bool):
     return arrays
 
 
-def align_records(arrays: dict, rec_steps: np.ndarray) -> tuple[np.ndarray, int]:
-    """(recorded steps, records already made) for continuing the saved run under the schedule
-    `rec_steps` of the new call (a longer one when extending).
+def align_records(saved: dict, rec_steps: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(record steps, finished) for continuing the saved run under this call's schedule
+    `rec_steps` (longer when a finished run is extended); the saved loss logs ("log", CUDA's
+    "packed_log": (C, records)) are re-laid onto that schedule in place.
 
-    A run that stopped at its target keeps its own, shorter schedule (it is done).  Otherwise the
-    saved records must be a prefix of the new schedule; a finished run's last record at an
-    off-schedule step (steps not a multiple of log_every) is dropped, as one long run has none.
+    A run that stopped at its target keeps its own records and is finished.  Otherwise the saved
+    records made before step t must be a prefix of the new schedule; a record at t itself is
+    made again on resume, or dropped when t is off the new schedule (a finished run whose steps
+    were not a multiple of log_every, extended: one long run has no record there).
     """
-    saved = np.asarray(arrays["rec_steps"])
-    n_rec, t = int(arrays["n_rec"]), int(arrays["t"])
-    if n_rec == len(saved) and t < arrays["steps"]:          # stopped at its target
-        return saved, n_rec
-    n = n_rec
-    if n and t == arrays["steps"] and not np.isin(saved[n - 1], rec_steps):
-        n -= 1
-    if n > len(rec_steps) or not np.array_equal(saved[:n], rec_steps[:n]):
+    old = np.asarray(saved["rec_steps"])
+    stopped = len(old) > 0 and old[-1] < saved["steps"]
+    keep = 0
+    while keep < min(len(old), len(rec_steps)) and old[keep] == rec_steps[keep]:
+        keep += 1
+    # records at steps < t were made and must carry over; the one at t (if any) is made again
+    if keep < int(np.sum(old < int(saved["t"]))):
         raise ValueError("checkpoint records do not match this run's schedule (log_every)")
-    return np.asarray(rec_steps), n
+    for name in ("log", "packed_log"):
+        if name in saved:
+            log = saved[name]
+            new = np.full(log.shape[:-1] + (len(rec_steps),), np.nan, dtype=log.dtype)
+            new[..., :keep] = log[..., :keep]
+            saved[name] = new
+    return (old, True) if stopped else (np.asarray(rec_steps), False)
 
 
 # -- one writer per checkpoint ----------------------------------------------------------------

@@ -61,7 +61,8 @@ import numpy as np
 from .backend import BACKENDS
 from .config import check_int
 from .data import check_data
-from .engine import _check_configs, _check_target, plan_buckets
+from .engine import _check_configs, _check_target
+from .plan import plan_buckets
 from .engine import train as _train_one
 from .losses import get_loss
 from .result import Result

@@ -37,7 +37,8 @@ def precondition(We, G, depth):
     right = ((G @ V) * a[..., None, :]) @ Vt                   # G V s^a V^T        (j = 1)
     if N == 2:
         return left + right
-    js = np.arange(2, N)                                       # the middle terms j = 2..N-1
+    # the middle terms j = 2..N-1; on We's own namespace: CuPy refuses a NumPy operand
+    js = xp.arange(2, N, dtype=s.dtype)
     pw_left = s[..., :, None] ** (2.0 * (js - 1) / N)          # (..., r, N-2)
     pw_right = s[..., :, None] ** (2.0 * (N - js) / N)
     M = pw_left @ xp.swapaxes(pw_right, -1, -2)                # (..., r, r)

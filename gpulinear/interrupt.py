@@ -1,8 +1,9 @@
-"""Ctrl-C during train(): stop between two steps, never inside one.
+"""Ctrl-C during train(): stop at the next look-in of the host, never inside a step.
 
 A KeyboardInterrupt raised in the middle of a step can leave some buckets updated and others not,
 so a checkpoint written from that state would resume a run that never existed.  `deferred_sigint`
-therefore turns the first SIGINT into a request that the training loop reads between steps; a
+therefore turns the first SIGINT into a request that the training loop reads at its next look-in
+(a record step or a checkpoint step: on CUDA, the end of the graph replay under way); a
 second Ctrl-C raises KeyboardInterrupt at once (the user insists; nothing is written then, the
 last periodic checkpoint stands).  train() answers a request by writing its checkpoint and
 raising `TrainingInterrupted`, which carries the partial Result.
@@ -15,7 +16,7 @@ import threading
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped train() between two steps.  result: the Result up to `step` (its records
+    """Ctrl-C stopped train() at a look-in.  result: the Result up to `step` (its records
     so far); checkpoint: the file written at `step` (None when train() had no checkpoint=)."""
 
     def __init__(self, result, step, steps, checkpoint=None):

@@ -16,6 +16,17 @@ import numpy as np
 from .backend import array_namespace
 
 
+def lp_terms(R, p):
+    """The lp formula, readable, in one place: (|R|^p, |R|^(p-2) R, |R|^(p-2)) elementwise for
+    residuals R and real p >= 2 (0^0 = 1 for p = 2).  l(r) = |r|^p / p, l'(r) = |r|^(p-2) r,
+    l''(r) = (p-1) |r|^(p-2).  The reference for the optimized passes (Lp.value_and_grad, the
+    X-pass kernel) and what their twins and gl.optimal_loss compute with."""
+    xp = array_namespace(R)
+    A = xp.abs(R)
+    T = A ** (p - 2.0)
+    return A ** p, T * R, T
+
+
 class Lp:
     """l_p loss, l(z, y) = (1/p) sum_r |z_r - y_r|^p, for real p >= 2 ("l2" = half squared error)."""
 

@@ -27,10 +27,13 @@ import numpy
 
 from .backend import array_namespace
 
-__all__ = ["Optimizer", "OPTIMIZERS", "HYPERPARAMETERS", "get_optimizer", "hyper_arrays",
+__all__ = ["Optimizer", "OPTIMIZERS", "OPTIMIZER_NAMES", "HYPERPARAMETERS", "get_optimizer",
+           "hyper_arrays",
            "GDState", "MomentumState", "AdagradState", "AdadeltaState", "AdamState", "RMSpropState"]
 
-# Every hyperparameter name any optimizer reads (these are Config field names).
+# Every hyperparameter name any optimizer reads (these are Config field names).  This order is also
+# the column order of the per-config hyperparameter table of the CUDA update kernel
+# (gpulinear.cuda.layout.pack), so appending is safe and reordering changes that layout.
 HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "rho", "alpha",
                    "lr_decay", "centered")
 
@@ -40,6 +43,9 @@ class Optimizer(NamedTuple):
     defaults: dict  # hyperparameter -> torch.optim default, for every hyperparameter it reads
     init: Callable  # init(params) -> state
     update: Callable  # update(grads, state, params, hyper) -> (new_params, new_state); pure
+    # names of the per-layer state lists, in the order of the state NamedTuple's fields (count,
+    # the last field, aside); the CUDA update kernel's state slots follow this order
+    state_fields: tuple
 
 
 class GDState(NamedTuple):
@@ -206,23 +212,30 @@ def _rmsprop_update(grads, state, params, hyper):
 
 _SGD = {"lr": 1e-3, "weight_decay": 0.0}
 OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
-    Optimizer("gd", dict(_SGD), lambda params: GDState(_count(params)), _gd_update),
+    Optimizer("gd", dict(_SGD), lambda params: GDState(_count(params)), _gd_update, ()),
     # torch's SGD momentum default is 0 (= plain gd); ours is 0.9 so "momentum" means momentum.
-    Optimizer("momentum", {**_SGD, "momentum": 0.9}, _momentum_init, _sgd_momentum(False)),
-    Optimizer("nesterov", {**_SGD, "momentum": 0.9}, _momentum_init, _sgd_momentum(True)),
+    Optimizer("momentum", {**_SGD, "momentum": 0.9}, _momentum_init, _sgd_momentum(False),
+              ("buf",)),
+    Optimizer("nesterov", {**_SGD, "momentum": 0.9}, _momentum_init, _sgd_momentum(True),
+              ("buf",)),
     Optimizer("adagrad", {"lr": 1e-2, "weight_decay": 0.0, "lr_decay": 0.0, "eps": 1e-10},
-              lambda params: AdagradState(_zeros(params), _count(params)), _adagrad_update),
+              lambda params: AdagradState(_zeros(params), _count(params)), _adagrad_update,
+              ("sum",)),
     Optimizer("adadelta", {"lr": 1.0, "weight_decay": 0.0, "rho": 0.9, "eps": 1e-6},
               lambda params: AdadeltaState(_zeros(params), _zeros(params), _count(params)),
-              _adadelta_update),
+              _adadelta_update, ("square_avg", "acc_delta")),
     Optimizer("adam", {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
               lambda params: AdamState(_zeros(params), _zeros(params), _count(params)),
-              _adam_update),
+              _adam_update, ("exp_avg", "exp_avg_sq")),
     Optimizer("rmsprop", {"lr": 1e-2, "weight_decay": 0.0, "alpha": 0.99, "eps": 1e-8,
                           "momentum": 0.0, "centered": 0.0},
               lambda params: RMSpropState(_zeros(params), _zeros(params), _zeros(params),
-                                          _count(params)), _rmsprop_update),
+                                          _count(params)), _rmsprop_update,
+              ("square_avg", "grad_avg", "buf")),
 )}
+
+# A config's optimizer code in the CUDA update kernel is its index here.
+OPTIMIZER_NAMES = tuple(OPTIMIZERS)
 
 
 def get_optimizer(name: str) -> Optimizer:

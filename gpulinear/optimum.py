@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .data import check_data
-from .losses import Lp, check_targets_for, evaluate, get_loss
+from .losses import Lp, check_targets_for, evaluate, get_loss, lp_terms
 
 
 def optimal_loss(X, y, loss="l2", tol=1e-13, max_iter=200) -> float:
@@ -32,14 +32,13 @@ def _newton_lp(X, y, w, loss, tol, max_iter):
     p, m = loss.p, X.shape[0]
 
     def f(w):
-        return np.mean(np.abs(X @ w - y) ** p) / p
+        return np.mean(lp_terms(X @ w - y, p)[0]) / p
 
     value = f(w)
     for _ in range(max_iter):
-        r = X @ w - y
-        a = np.abs(r)
-        grad = X.T @ (a ** (p - 2) * r) / m
-        curv = (p - 1) * a ** (p - 2) / m
+        _, dl, T = lp_terms(X @ w - y, p)
+        grad = X.T @ dl / m
+        curv = (p - 1) * T / m
         H = (X * curv[:, None]).T @ X
         H += 1e-14 * np.trace(H) / len(w) * np.eye(len(w))  # lp Hessians go singular at r = 0
         step = np.linalg.solve(H, grad)

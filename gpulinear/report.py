@@ -4,7 +4,8 @@ Each experiment is a script in experiments/ (shipped in the wheel as gpulinear/_
 defining NAME, TITLE and run(out, quick=True, backend="auto", tiny=False, seed=0) -> dict.
 run() writes <NAME>.png, <NAME>.json (the measured claims) and its raw curves into `out`, and
 returns the JSON's dict, whose "claims" list holds {"claim": quoted from the paper,
-"measured": numbers, "verdict": "holds" | "partly" | "does not hold"}.
+"measured": numbers, "verdict": one of VERDICTS}.  "not testable at this length" is the verdict
+of a claim the run is too short to test (e.g. a 65k-step claim in a 10k-step quick run).
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ EXPERIMENTS = {
     "theorem2": "theorem2_not_a_gradient.py",
     "fig5_right": "fig5_right_mnist_cnn.py",
 }
-VERDICTS = ("holds", "partly", "does not hold")
+NOT_TESTABLE = "not testable at this length"
+VERDICTS = ("holds", "partly", "does not hold", NOT_TESTABLE)
+TIMINGS: list = []   # timed_train's records, moved into the experiment's JSON by save_json
 
 
 def experiments_dir() -> Path:
@@ -57,10 +60,14 @@ def load_experiment(name: str):
 
 
 def save_json(out: Path, name: str, data: dict) -> dict:
-    """Write out/<name>.json (numpy scalars and arrays become plain JSON) and return `data`."""
+    """Write out/<name>.json (numpy scalars and arrays become plain JSON) and return `data`,
+    with the timings of the timed_train calls made since the previous save."""
     for claim in data.get("claims", []):
         if claim.get("verdict") not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {claim.get('verdict')!r}")
+    if TIMINGS:   # the timed_train calls since the last save: this experiment's
+        data.setdefault("timings", list(TIMINGS))
+        TIMINGS.clear()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(data, indent=1, default=json_default))
     return data
@@ -130,6 +137,9 @@ def reproduce_main(args) -> int:
     quick = _quick_default(args.quick, args.full, args.backend)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    print("\n".join(estimate_lines(names, "tiny" if getattr(args, "tiny", False) else
+                                   "quick" if quick else "full")[0]), flush=True)
+    limit = blas_threads_limit(backend)
     sections = []
     tiny = getattr(args, "tiny", False)
     mode = "tiny: a smoke run, numbers mean nothing" if tiny else "quick" if quick else "full"
@@ -138,6 +148,7 @@ def reproduce_main(args) -> int:
         print(f"== {name} ({mode}) ...", flush=True)
         try:
             module = load_experiment(name)
+            TIMINGS.clear()                   # a failed experiment's timings are not ours
             data = module.run(out / name, quick=quick, backend=args.backend,
                               tiny=getattr(args, "tiny", False))
             status = data.get("skipped") or "ran"
@@ -154,6 +165,8 @@ def reproduce_main(args) -> int:
         wall = time.perf_counter() - start
         print(f"   {status} in {wall:.0f} s", flush=True)
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
+    if limit is not None:
+        limit.unregister()
     report = _render(sections, quick, backend, tiny)
     (out / "REPORT.md").write_text(report)
     print(summary(sections, tiny))
@@ -211,10 +224,17 @@ def _render(sections, quick, backend, tiny=False) -> str:
         lines += [f"## {name}: {title}", "", f"{status}, {wall:.0f} s."]
         if data.get("setup"):
             lines += ["", f"Setup: {data['setup']}"]
+        lines += _evidence_lines(data)
         for fig in data.get("figures", []):
             lines += ["", f"![{name}]({name}/{fig})"]
         lines.append("")
     return "\n".join(lines)
+
+
+def _evidence_lines(data) -> list[str]:
+    """'What the evidence supports', one sentence per claim, where an experiment gives them."""
+    return (["", "What the evidence supports:"] + [f"- {e}" for e in data["evidence"]]
+            if data.get("evidence") else [])
 
 
 def _cell(text) -> str:
@@ -285,3 +305,235 @@ def finish_figure(fig, path, grid_axes=()) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- speed-ups: "faster / accelerates / slower" judged as time to reach a loss ---------------
+# Rule fixed before any paper-length run (2026-12, issue 10).  Levels: the gaps L - L* the
+# baseline reaches at LEVEL_FRACTIONS of the run (its running minimum, so a level is a gap the
+# baseline has really reached).  Speed-up per level: baseline steps / model steps.  A claim of
+# acceleration is judged on the median speed-up over the levels (one slow level does not decide,
+# nor does one early transient).
+LEVEL_FRACTIONS = (0.10, 0.25, 0.50, 1.00)
+FASTER = 1.1        # "faster", "improves speed": median speed-up above this
+SIGNIFICANT = 1.5   # "significant / considerable acceleration": median speed-up at least this
+
+
+def speedup(baseline_step: int, model_step: int, run_length: int) -> tuple[float, str]:
+    """The speed-up of a model over a baseline at one level of L - L*: the ONE rule.
+
+    baseline_step, model_step: the first step at which each curve is <= the level, -1 for never;
+    run_length: the last step of the run.  Returns (value, kind):
+      both reached        -> (baseline / model, "exact"); a step 0 counts as step 1, so a curve
+                             that starts below the level is not an infinite speed-up;
+      only the baseline   -> (baseline / run_length, "upper"): the model needs > run_length
+                             steps, so the speed-up is below that (printed "<0.4x");
+      only the model      -> (run_length / model, "lower"): printed ">2.1x";
+      neither             -> (nan, "none").
+    Final gaps do not enter: two curves that end equal but where one gets there 3x sooner read
+    as a 3x speed-up.
+    """
+    b_never, m_never = baseline_step < 0, model_step < 0
+    b, m = max(int(baseline_step), 1), max(int(model_step), 1)
+    if b_never and m_never:
+        return float("nan"), "none"
+    if m_never:
+        return b / run_length, "upper"
+    if b_never:
+        return run_length / m, "lower"
+    return b / m, "exact"
+
+
+def fmt_speedup(value: float, kind: str) -> str:
+    """'2.5x', '>2.1x' (lower bound), '<0.4x' (upper bound) or 'n/a' (neither reached)."""
+    if kind == "none" or not np.isfinite(value):
+        return "n/a"
+    return {"exact": "", "lower": ">", "upper": "<"}[kind] + f"{value:.2g}x"
+
+
+def baseline_levels(steps, baseline_gap, fractions=LEVEL_FRACTIONS) -> np.ndarray:
+    """(len(fractions),) the gaps the baseline (r,) has reached at those fractions of the run:
+    its running minimum at the record nearest each fraction of steps[-1] (inf when diverged)."""
+    gap = np.where(np.isfinite(baseline_gap), baseline_gap, np.inf)
+    best = np.minimum.accumulate(gap)
+    idx = [int(np.argmin(np.abs(np.asarray(steps) - f * steps[-1]))) for f in fractions]
+    return best[idx]
+
+
+def speedups(steps, baseline_gap, model_gap, levels=None) -> list[dict]:
+    """Speed-up of a model curve over a baseline curve (both (r,) gaps L - L* at `steps`) at each
+    level (default: baseline_levels).  One dict per level: level, both first steps (-1 never),
+    value, kind (see speedup) and text."""
+    levels = baseline_levels(steps, baseline_gap) if levels is None else np.asarray(levels)
+    reach = steps_to_reach(steps, np.stack([baseline_gap, model_gap]), levels)
+    rows = []
+    for j, level in enumerate(levels):
+        value, kind = speedup(reach[0, j], reach[1, j], int(steps[-1]))
+        rows.append({"level": float(level), "baseline_step": int(reach[0, j]),
+                     "model_step": int(reach[1, j]), "speedup": value, "kind": kind,
+                     "text": fmt_speedup(value, kind)})
+    return rows
+
+
+def median_speedup(rows) -> float:
+    """Median speed-up over levels; bounds count at their bound value (a '>2x' counts as 2, which
+    only understates it), levels neither curve reached are left out (nan if none is left)."""
+    vals = [r["speedup"] for r in rows if r["kind"] != "none"]
+    return float(np.median(vals)) if vals else float("nan")
+
+
+def speedup_text(rows) -> str:
+    """'L-L* 0.1: 2.5x, 0.02: >2.1x' for a report cell."""
+    return ", ".join(f"{r['level']:.3g}: {r['text']}" for r in rows)
+
+
+def spread_text(values) -> str:
+    """'1.9x (1.7-2.2x over 3 seeds)' from per-seed median speed-ups."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return "n/a"
+    if len(v) == 1:
+        return f"{v[0]:.2g}x"
+    return f"{np.median(v):.2g}x ({v.min():.2g}-{v.max():.2g}x over {len(v)} seeds)"
+
+
+def length_verdict(run_steps: int, needed_steps: int, judged: str) -> str:
+    """`judged` if the run reached `needed_steps`, else NOT_TESTABLE."""
+    return judged if run_steps >= needed_steps else NOT_TESTABLE
+
+
+# -- run accounting: config-steps, progress lines, the time estimate printed before a run -----
+
+def timed_train(label, X, y, configs, steps, **kw):
+    """gl.train with one progress line before and after: configs x steps, wall and CPU seconds,
+    config-steps per second.  The timing lands in TIMINGS for the experiment's JSON."""
+    import resource
+
+    from .engine import train
+    n = len(configs)
+    print(f"   {label}: {n} configs x {steps:,} steps = {n * steps / 1e6:.2f}M config-steps ...",
+          flush=True)
+    cpu0 = _cpu_seconds(resource)
+    start = time.perf_counter()
+    res = train(X, y, configs, steps=steps, progress=False, **kw)
+    wall, cpu = time.perf_counter() - start, _cpu_seconds(resource) - cpu0
+    TIMINGS.append({"label": label, "configs": n, "steps": steps, "wall_s": round(wall, 2),
+                    "cpu_s": round(cpu, 2), "config_steps_per_s": round(n * steps / wall)})
+    print(f"   {label}: done in {wall:.0f} s ({n * steps / max(wall, 1e-9):,.0f} config-steps/s, "
+          f"CPU {cpu:.0f} s)", flush=True)
+    return res
+
+
+
+def _cpu_seconds(resource) -> float:
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
+
+
+def seeded_curves(label, X, y, result, optimal, rows, seeds, steps, **kw) -> dict:
+    """Gap curves L - L* per model and seed: {row index: [(r,) gap for each seed]}.
+
+    The first seed's curve is the lr-grid winner in `result` (rows from best_per_model); the
+    other `seeds` rerun each model at that same lr in one timed_train call (the lr is chosen
+    once, on the first seed, so the spread measures the initialization, not the lr search).
+    `optimal` is a function Config -> L*."""
+    import dataclasses
+    curves = {n: [gap_curve(result, r["config_index"], optimal(result.configs[r["config_index"]]))]
+              for n, r in enumerate(rows)}
+    if not seeds:
+        return curves
+    cfgs = [dataclasses.replace(result.configs[r["config_index"]], seed=s)
+            for r in rows for s in seeds]
+    more = timed_train(label, X, y, cfgs, steps, **kw)
+    for j, cfg in enumerate(cfgs):
+        curves[j // len(seeds)].append(gap_curve(more, j, optimal(cfg)))
+    return curves
+
+
+def gap_curve(result, i, lstar) -> np.ndarray:
+    """(r,) L - L* of config i, inf from its divergence on (never counts as reached)."""
+    gap = result.loss[i] - lstar
+    dead = result.diverged[i] & (result.steps >= result.diverged_at[i])
+    return np.where(dead | ~np.isfinite(gap), np.inf, gap)
+
+
+def seed_speedups(steps, base_curves, model_curves) -> tuple[list, list]:
+    """Per seed: the speed-up rows (levels from that seed's own baseline) and their medians."""
+    rows = [speedups(steps, b, m) for b, m in zip(base_curves, model_curves)]
+    return rows, [median_speedup(r) for r in rows]
+
+
+def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
+    """One sentence saying what the evidence supports, from per-run verdicts and median
+    speed-ups over every preprocessing and seed."""
+    v = [m for m in medians if np.isfinite(m)]
+    n, n_hold = len(verdicts), sum(x == "holds" for x in verdicts)
+    n_partly = sum(x == "partly" for x in verdicts)
+    size = f"median speed-ups {min(v):.2g}-{max(v):.2g}x over {len(v)} runs" if v else \
+        "no speed-up measurable"
+    if n_hold == n:
+        tail = f"supported under {'every' if n > 1 else 'the'} preprocessing tried"
+    elif n_hold or n_partly:
+        tail = (f"supported under {n_hold} and partly under {n_partly} of the {n} "
+                f"preprocessings tried")
+    else:
+        tail = f"not supported at this length under {'any' if n > 1 else 'the'} preprocessing tried"
+    return f"{what}: {size}; {tail}."
+
+
+# Throughput of each experiment, config-steps per CPU-second with one BLAS thread, whole run
+# (training, L*, plots): measured 2026-12-01 on this project's 2-core CPU under load from four
+# other jobs (nice 19, OPENBLAS_NUM_THREADS=1) by running the --full settings at 1/50 of their
+# steps (2,000 instead of 100,000) and extrapolating linearly in steps.  CPU time, not wall: the
+# wall time was 1.5-3x longer only because the cores were shared.  With 2 BLAS threads on
+# shared cores CPU time per step was 4-5x larger (threads spin), hence the 1-thread advice.
+FULL_RATES = {"fig2": 12_500, "fig3": 27_700, "fig4_left": 24_500, "fig4_right": 12_000,
+              "fig5_left": 29_400}
+# Experiments that are not grids of gl.train calls: CPU-seconds per mode, rounded up from
+# 1/8-1/10-length runs of their full settings (sec3 2.2 s at horizon 0.3, theorem2 1.2 s with 1
+# plane of 8, sec7 1.8 s at 1/10 of its steps) and, for fig5_right, its full-cpu iterations x
+# CPU_SECONDS_PER_ITERATION (see experiments/fig5_right_mnist_cnn.py).
+FIXED_SECONDS = {"full": {"sec3": 60, "sec7": 120, "theorem2": 30, "fig5_right": 2200},
+                 "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
+                 "tiny": {}}
+RATES_NOTE = "rates measured 2026-12-01 with 1 BLAS thread"
+
+
+def blas_threads_limit(backend: str):
+    """One BLAS thread for a CPU run, unless the user set the thread count: on this 2-core CPU a
+    2-thread OpenBLAS ran the Fig 3 grid 10x slower in wall time than 1 thread as soon as one
+    other process held a core (40 s vs 3.8 s for 60 configs x 2,000 steps, 2026-12-01), and the
+    estimate's rates are 1-thread rates.  Uses threadpoolctl when installed (returns its limiter,
+    to be unregistered); otherwise prints how to set it and returns None."""
+    import os
+    if backend != "numpy" or any(os.environ.get(v) for v in
+                                 ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        return None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("   note: BLAS may use every core; on a shared 2-core CPU run with "
+              "OPENBLAS_NUM_THREADS=1 (the estimate assumes it)", flush=True)
+        return None
+    print("   BLAS limited to 1 thread for this run (set OPENBLAS_NUM_THREADS to override)",
+          flush=True)
+    return threadpool_limits(1, user_api="blas")
+
+
+def estimate_lines(names, mode: str) -> tuple[list[str], float]:
+    """Lines to print before a run: config-steps and estimated seconds per experiment, and the
+    total seconds (experiments without an estimate count 0 and say so)."""
+    lines, total = [], 0.0
+    for name in names:
+        module = load_experiment(name)
+        if hasattr(module, "config_steps"):
+            n = sum(module.config_steps(mode).values())
+            sec = n / FULL_RATES.get(name, min(FULL_RATES.values()))
+            lines.append(f"   {name:<11s} {n / 1e6:7.2f}M config-steps  ~{sec / 60:5.1f} min")
+        else:
+            sec = FIXED_SECONDS.get(mode, {}).get(name)
+            lines.append(f"   {name:<11s} {'':>20s}  " + (f"~{sec / 60:5.1f} min" if sec is not None
+                                                            else "(seconds)"))
+        total += sec or 0.0
+    lines.insert(0, f"estimate for this run ({mode}; quiet 2-core CPU, {RATES_NOTE}): "
+                    f"~{total / 60:.0f} min")
+    return lines, total

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import gpulinear as gl
-from gpulinear import engine
+from gpulinear import step
 
 
 def _problem():
@@ -18,17 +18,17 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, monkeyp
     kw = dict(loss="l4", steps=100, log_every=7, target=0.05, backend="numpy")
     whole = gl.train(X, y, cfgs, **kw)
     ckpt = tmp_path / "run.npz"
-    real_step = engine._Run.step
+    real_evaluate = step.ArrayStep._evaluate
 
-    def dying_step(self, steps, stop):
-        if self.t == 50:
+    def dying_evaluate(self, t):
+        if t == 50:
             raise KeyboardInterrupt("killed")
-        return real_step(self, steps, stop)
+        return real_evaluate(self, t)
 
-    monkeypatch.setattr(engine._Run, "step", dying_step)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", dying_evaluate)
     with pytest.raises(KeyboardInterrupt):
         gl.train(X, y, cfgs, checkpoint=ckpt, checkpoint_every=30, **kw)
-    monkeypatch.setattr(engine._Run, "step", real_step)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", real_evaluate)
     assert ckpt.exists() and not list(tmp_path.glob("*.tmp*"))
     with np.load(ckpt) as z:
         assert int(z["t"]) == 30

@@ -125,7 +125,7 @@ def test_import_gpulinear_does_not_import_dask():
 
 
 def test_plan_shards_cuts_the_bucket_order_into_even_runs():
-    order = [i for b in gl.engine.plan_buckets(CFGS, gl.get_loss("l4")) for i in b]
+    order = [i for b in gl.plan.plan_buckets(CFGS, gl.get_loss("l4")) for i in b]
     for size, sizes in [(4, [4, 4, 4, 2]), (5, [4, 4, 4, 2]), (3, [2] * 7), (13, [12, 2]),
                         (1, [1] * 14), (100, [14])]:
         shards = gd.plan_shards(CFGS, "l4", size)

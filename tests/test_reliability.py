@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import gpulinear as gl
-from gpulinear import engine
+from gpulinear import engine, step
 
 X, Y = gl.datasets.synthetic_regression(m=50, d=4, seed=1)
 CFGS = gl.grid(depth=[1, 2], lr=[1e-2, 3e-2], init_scale=0.2)
@@ -74,12 +74,12 @@ def test_result_files_that_are_not_results_are_one_clear_error(tmp_path):
 
 def _count_steps(monkeypatch):
     calls = []
-    real = engine._Run.step
+    real = step.ArrayStep._evaluate
 
-    def counted(self, *a):
-        calls.append(self.t)
-        return real(self, *a)
-    monkeypatch.setattr(engine._Run, "step", counted)
+    def counted(self, t):
+        calls.append(t)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", counted)
     return calls
 
 
@@ -95,18 +95,18 @@ def test_an_unwritable_checkpoint_fails_before_the_first_step(tmp_path, monkeypa
 
 def test_a_checkpoint_write_that_fails_at_the_end_keeps_the_result(tmp_path, monkeypatch):
     folder = tmp_path / "ck"
-    real = engine._Run.step
+    real = step.ArrayStep._evaluate
 
-    def step(self, *a):
-        if self.t == 5 and folder.is_dir():        # the folder vanishes while training runs
+    def evaluate(self, t):
+        if t == 5 and folder.is_dir():             # the folder vanishes while training runs
             for f in folder.iterdir():
                 f.unlink()
             folder.rmdir()
             folder.write_text("now a file")
-        return real(self, *a)
-    monkeypatch.setattr(engine._Run, "step", step)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
     res = gl.train(X, Y, CFGS, steps=30, checkpoint=folder / "run.npz", **KW)
-    monkeypatch.setattr(engine._Run, "step", real)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", real)
     _assert_same(res, gl.train(X, Y, CFGS, steps=30, **KW))
     rescued = res.meta["checkpoint_rescued_to"]
     assert "gpulinear-rescued" in rescued and os.path.exists(rescued)
@@ -116,21 +116,21 @@ def test_a_checkpoint_write_that_fails_at_the_end_keeps_the_result(tmp_path, mon
 def test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result(
         tmp_path, monkeypatch):
     whole = gl.train(X, Y, CFGS, steps=100, **KW)
-    real = engine._Run.step
+    real = step.ArrayStep._evaluate
 
-    def step(self, *a):
-        if self.t == 42:
+    def evaluate(self, t):
+        if t == 42:
             os.kill(os.getpid(), signal.SIGINT)    # a real Ctrl-C, in the middle of a step
-        return real(self, *a)
-    monkeypatch.setattr(engine._Run, "step", step)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
     ckpt = tmp_path / "run.npz"
     with pytest.raises(KeyboardInterrupt) as info:
         gl.train(X, Y, CFGS, steps=100, checkpoint=ckpt, checkpoint_every=1000, **KW)
-    monkeypatch.setattr(engine._Run, "step", real)
-    exc = info.value
-    assert exc.step == 43 and str(ckpt) in str(exc) and "resume=True" in str(exc)
-    np.testing.assert_array_equal(exc.result.steps, [0, 10, 20, 30, 40])
-    np.testing.assert_array_equal(exc.result.loss, whole.loss[:, :5])
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", real)
+    exc = info.value                               # stopped at the next look-in, record step 50
+    assert exc.step == 51 and str(ckpt) in str(exc) and "resume=True" in str(exc)
+    np.testing.assert_array_equal(exc.result.steps, [0, 10, 20, 30, 40, 50])
+    np.testing.assert_array_equal(exc.result.loss, whole.loss[:, :6])
     resumed = gl.train(X, Y, CFGS, steps=100, checkpoint=ckpt, resume=True, **KW)
     _assert_same(resumed, whole)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -59,9 +59,166 @@ def test_reproduce_command_writes_report(tmp_path, capsys):
     report = (tmp_path / "REPORT.md").read_text()
     assert "| fig4_right |" in report and "TINY" in report
     assert "fig4_right/fig4_right.png" in report
-    capsys.readouterr()
+    printed = capsys.readouterr().out
+    assert "estimate for this run (tiny" in printed                 # before the run starts
+    assert printed.index("estimate") < printed.index("fig4_right seeds")  # then progress lines
+    assert "What the evidence supports" in report
     assert main(["reproduce", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in EXPERIMENTS)
     with pytest.raises(SystemExit, match="unknown experiment"):
         main(["reproduce", "nope", "--tiny", "--out", str(tmp_path)])
+
+
+# ------------------------------------------------------------------ the speed-up rule
+
+def test_speedup_three_times_sooner_with_tied_final_gaps():
+    """Issue 10: final gaps tie, one curve gets there 3x sooner -> a 3x speed-up."""
+    from gpulinear.report import median_speedup, speedups
+    steps = np.arange(0, 30_001)       # a record every step: the ratio is exact to < 1e-3
+    t = steps / steps[-1]
+    # both decay from 1 to 0.01: the model on a 3x faster clock, then flat at the same floor
+    base = np.maximum(1.0 * 0.01 ** t, 0.01)
+    model = np.maximum(1.0 * 0.01 ** (3 * t), 0.01)
+    assert base[-1] == model[-1]                        # final-gap ratio: 1.0
+    rows = speedups(steps, base, model, levels=[0.5, 0.1, 0.03])
+    for r in rows:
+        assert r["kind"] == "exact"
+        # first steps are >= 1500 (model, level 0.5): rounding to a step moves the ratio < 1e-3
+        assert r["speedup"] == pytest.approx(3.0, rel=2e-3)
+    assert median_speedup(rows) == pytest.approx(3.0, rel=2e-3)
+    assert rows[0]["text"] == "3x"
+
+
+def test_speedup_never_is_a_bound_beyond_the_run():
+    from gpulinear.report import fmt_speedup, speedup
+    assert speedup(21_000, 10_000, 100_000) == (2.1, "exact")
+    value, kind = speedup(-1, 47_619, 100_000)           # baseline never: > 100k / 47.6k
+    assert kind == "lower" and value == pytest.approx(2.1, rel=1e-4)
+    assert fmt_speedup(value, kind) == ">2.1x"
+    value, kind = speedup(40_000, -1, 100_000)           # model never: < 40k / 100k
+    assert (value, kind) == (0.4, "upper") and fmt_speedup(value, kind) == "<0.4x"
+    value, kind = speedup(-1, -1, 100_000)
+    assert kind == "none" and np.isnan(value) and fmt_speedup(value, kind) == "n/a"
+    assert speedup(0, 0, 100) == (1.0, "exact")          # both start below: no infinite speed-up
+
+
+def test_baseline_levels_are_gaps_the_baseline_reached():
+    from gpulinear.report import baseline_levels
+    steps = np.arange(0, 1001, 10)
+    gap = np.linspace(1.0, 0.0, len(steps)) + 0.05
+    gap[50] = np.inf                                    # a non-finite record never becomes a level
+    levels = baseline_levels(steps, gap, (0.1, 0.5, 1.0))
+    np.testing.assert_allclose(levels, [gap[10], gap[49], gap[-1]])
+    assert np.all(np.diff(levels) <= 0)
+
+
+def test_diverged_model_is_slower_not_faster():
+    from gpulinear.report import median_speedup, speedups
+    steps = np.arange(0, 1001, 10)
+    base = np.exp(-steps / 300)
+    model = np.exp(-steps / 100)
+    model[20:] = np.inf                                 # fast, then diverged at step 200
+    rows = speedups(steps, base, model)
+    kinds = [r["kind"] for r in rows]
+    assert kinds[0] == "exact" and kinds[-1] == "upper"
+    assert rows[-1]["speedup"] == pytest.approx(1.0)     # baseline needs the whole run
+    assert np.isfinite(median_speedup(rows))
+
+
+def test_not_testable_is_a_verdict():
+    from gpulinear.report import NOT_TESTABLE, length_verdict
+    assert NOT_TESTABLE in VERDICTS
+    assert length_verdict(10_000, 100_000, "holds") == NOT_TESTABLE
+    assert length_verdict(100_000, 100_000, "partly") == "partly"
+
+
+def test_fig2_escape_and_post_escape_agreement_apart():
+    fig2 = load_experiment("fig2")
+    steps = np.arange(0, 2001, 10)
+    slow = np.where(steps < 500, 1.0, np.exp(-(steps - 500) / 200.0))   # escapes at 500
+    fast = np.where(steps < 100, 1.0, np.exp(-(steps - 100) / 200.0))   # same curve, at 100
+    # below 90% of the start 200 ln(1/0.9) = 21.1 steps after the kink: records 530 and 130
+    assert fig2.escape_difference(steps, slow, fast) == pytest.approx(400 / 130, rel=1e-12)
+    assert fig2.post_escape_gap(slow, fast) == pytest.approx(0.0, abs=1e-12)
+    assert fig2.post_escape_gap(np.ones(10), fast) == np.inf
+
+
+def test_full_mode_estimate_counts_config_steps():
+    from gpulinear.report import estimate_lines
+    lines, total = estimate_lines(["fig3", "fig4_right"], "full")
+    fig3 = load_experiment("fig3").config_steps("full")
+    assert fig3["l4"] == (60 // 2 + 3 * 2) * 300_000     # 30 l4 configs + 2 seeds x 3 models
+    assert total > 0 and any("fig3" in line for line in lines)
+
+
+def test_publish_copies_report_figures_and_claims_without_raw_curves(tmp_path):
+    import importlib.util
+
+    from gpulinear.report import experiments_dir
+    spec = importlib.util.spec_from_file_location("publish", experiments_dir() / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    src, dest = tmp_path / "run", tmp_path / "results" / "paper-length"
+    (src / "fig3").mkdir(parents=True)
+    (src / "REPORT.md").write_text("# report\n| fig3 | c | m | **holds** |\n")
+    (src / "fig3" / "fig3.png").write_bytes(b"\x89PNG" + bytes(100))
+    (src / "fig3" / "fig3_zscore.npz").write_bytes(bytes(1000))      # raw curves: stay behind
+    claim = {"claim": "depth | accelerates", "measured": "2x", "verdict": "holds"}
+    (src / "fig3" / "fig3.json").write_text(json.dumps(
+        {"claims": [claim], "runs": {"a": {"curves": [1, 2, 3], "steps": 5}}}))
+    size = publish.publish(src, dest)
+    assert size == sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == \
+        ["REPORT.md", "claims.json", "fig3.json", "fig3.png"]
+    assert json.loads((dest / "fig3" / "fig3.json").read_text())["runs"] == {"a": {"steps": 5}}
+    head = (dest / "REPORT.md").read_text().splitlines()
+    assert "gpulinear reproduce --full" in head[1] and "publish.py" in head[1]
+    assert "CPUs" in head[3] and "numpy" in head[3]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{publish.README_START}\nSTALE\n{publish.README_END}\nrest\n")
+    block = publish.readme_block(dest, {"fig3": [claim]}, tmp_path)
+    assert publish.update_readme(readme, block)
+    text = readme.read_text()
+    assert "STALE" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "depth \\| accelerates | **holds**" in text
+    assert "results/paper-length/fig3/fig3.png" in text
+    assert not publish.update_readme(tmp_path / "run" / "REPORT.md", block)   # no markers
+
+
+def test_evidence_sentence_counts_verdicts():
+    from gpulinear.report import evidence_sentence
+    assert evidence_sentence("x", ["holds"] * 3, [2.0, 3.0]) == \
+        "x: median speed-ups 2-3x over 2 runs; supported under every preprocessing tried."
+    assert "supported under 1 and partly under 1 of the 3" in \
+        evidence_sentence("x", ["holds", "partly", "does not hold"], [0.5, np.nan, 2.0])
+    assert "not supported at this length under the preprocessing" in \
+        evidence_sentence("x", ["does not hold"], [])
+
+
+def test_fig5_right_full_cpu_mode_fits_its_budget_and_says_what_was_cut():
+    module = load_experiment("fig5_right")
+    full, cpu = module.MODES["full"], module.MODES["full-cpu"]
+    assert cpu["iterations"] == full["iterations"] == 8593          # the paper's 10 epochs
+    assert set(cpu["lrs"]) < set(full["lrs"]) and set(cpu["stds"]) <= set(full["stds"])
+    # 2 x 8593 main + (2 x 8 - 2 + 6 - 1) x 1000 grid iterations (lr 0.01 / std 0.1 reused)
+    assert module.full_cpu_iterations() == 2 * 8593 + 19 * 1000
+    assert module.full_cpu_iterations() * module.CPU_SECONDS_PER_ITERATION <= 60 * 60
+
+
+def test_blas_threads_limit_respects_the_user_and_the_backend(monkeypatch, capsys):
+    from gpulinear.report import blas_threads_limit
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert blas_threads_limit("cuda") is None
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert blas_threads_limit("numpy") is None
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    limit = blas_threads_limit("numpy")
+    try:
+        blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas)
+    finally:
+        limit.unregister()
+    assert "1 thread" in capsys.readouterr().out

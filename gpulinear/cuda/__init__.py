@@ -1,15 +1,16 @@
 """gpulinear.cuda: the CUDA backend's kernels and host-side bookkeeping.
 
-    ops        CuPy wrappers of kernels/*.cu (lp pass, Eq 12, optimizers) and cuda_step_ops,
-               the fused replacements the engine calls per bucket
-    fused      Numba-CUDA kernel running many steps of width-1 chains in one launch
-    twins      the float64 NumPy twin of every kernel (the test oracles)
+    step       CudaStep: the whole call's training step as two kernel launches, graph-replayed
+    xpass      the X-pass kernel (kernels/xpass.cu) launcher and its NumPy twin
+    update     the Numba-CUDA update kernel (health, log, chain, optimizers, Eq 10/12) and twin
+    layout     the packed per-config layout the update kernel reads (pure NumPy)
+    graph      Replay: capture a launch sequence into a CUDA graph once, replay it
+    launch     Launcher (the one place that launches) and RecordingLauncher (tests)
     _loader    finds kernels/*.cu (wheel or source tree), inlines headers, one RawModule/device
-Here: device_info() for `gpulinear info`, the FP32 (no
-TF32) matmul switch and GraphSteps (CUDA-graph capture and replay of custom-kernel steps).
-The memory estimate and chunk planner (memory_per_config, plan_chunks) live in gpulinear.memory,
-shared with the NumPy backend, and are re-exported here.  Importing this package imports neither
-CuPy nor Numba.
+Here: device_info() for `gpulinear info` and the FP32 (no TF32) matmul switch of the array step
+on CuPy.  The memory estimate and chunk planner (memory_per_config, plan_chunks) live in
+gpulinear.memory, shared with the NumPy backend, and are re-exported here.  Importing this
+package imports neither CuPy nor Numba.
 """
 from __future__ import annotations
 
@@ -22,21 +23,7 @@ import numpy as np
 from ..memory import STATE_COPIES, ChunkPlan, _fmt, memory_per_config, plan_chunks  # noqa: F401
 
 __all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "free_device_bytes", "device_info",
-           "format_device_info", "full_fp32_matmul", "GraphSteps", "STATE_COPIES", "width1_start"]
-
-def width1_start(configs, d):
-    """The fused width-1 kernel's inputs for configs of hidden width 1 and k = 1, exactly the
-    weights train() starts from (gl.init_weights): W1 (B, d), the scalars w_2..w_N as wrest
-    (B, L) with L = max(1, max depth - 1) and unused entries 1, and depth (B,).  float64."""
-    from ..inits import init_weights
-    inits = [init_weights(c, d, 1) for c in configs]
-    depth = np.array([c.depth for c in configs])
-    W1 = np.stack([w[0][0] for w in inits])
-    wrest = np.ones((len(configs), max(1, int(depth.max()) - 1)))
-    for i, w in enumerate(inits):
-        wrest[i, :len(w) - 1] = [float(W[0, 0]) for W in w[1:]]
-    return W1, wrest, depth
-
+           "format_device_info", "full_fp32_matmul", "STATE_COPIES"]
 
 def free_device_bytes() -> int:
     """Free bytes on the current device, counting what CuPy's memory pool holds unused."""
@@ -113,56 +100,3 @@ def full_fp32_matmul(allow_tf32=None):
                       "~3e-4 error hides depth effects); set GPULINEAR_ALLOW_TF32=1 to allow it",
                       stacklevel=2)
     cupy._core.set_compute_type(np.float32, want)
-
-
-class GraphSteps:
-    """Run `step()` k times per call: eagerly the first time (the warm-up: kernels compile,
-    modules load, the memory pool grows), then captured once into a CUDA graph and replayed.
-
-    `step` must be device work only, on the current stream, allocation-free (buffers made
-    before; out=/in-place ops; the ops.* wrappers with values=/alive=), with no host sync and no
-    Python-side state that must advance.  cuBLAS/cuSOLVER calls cannot be captured by CuPy
-    (cupy issue 6290): if capture fails, GraphSteps falls back to plain launches for good and
-    says why in `fallback_reason`.  All work runs on one non-blocking stream (`self.stream`).
-    """
-
-    def __init__(self, step, k, stream=None):
-        import cupy
-        self.step, self.k = step, int(k)
-        self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
-        self.graph = None
-        self.fallback_reason = None
-        self.calls = 0
-
-    def _eager(self):
-        for _ in range(self.k):
-            self.step()
-
-    def _capture(self):
-        try:
-            self.stream.begin_capture()
-            try:
-                self._eager()
-            finally:
-                graph = self.stream.end_capture()
-        except Exception as exc:  # capture refused (cuBLAS, a sync, an allocation): plain launches
-            self.fallback_reason = f"{type(exc).__name__}: {exc}"
-            return
-        self.graph = graph
-
-    def __call__(self):
-        with self.stream:
-            if self.calls > 0 and self.graph is None and self.fallback_reason is None:
-                self._capture()
-            if self.graph is not None:
-                self.graph.launch(self.stream)
-            else:
-                self._eager()
-        self.calls += 1
-
-
-def __getattr__(name):  # lazy: numba only when the fused kernel is asked for
-    if name in ("train_width1_fused", "FusedResult"):
-        from . import fused
-        return getattr(fused, name)
-    raise AttributeError(f"module 'gpulinear.cuda' has no attribute {name!r}")

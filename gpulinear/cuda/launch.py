@@ -44,6 +44,8 @@ class Launcher:
     wrapped once for Numba (`numba.cuda.external_stream`), so both kinds of kernel are ordered,
     and capturable into one CUDA graph."""
 
+    runs_kernels = True      # False for stand-ins: launch helpers then skip compiling kernels
+
     def __init__(self, cupy_stream=None):
         self.cupy_stream = cupy_stream
         self._numba_stream = None
@@ -66,6 +68,7 @@ class Launcher:
 
 class RecordingLauncher:
     """A Launcher that runs nothing and records every launch (see the module docstring)."""
+    runs_kernels = False
 
     def __init__(self):
         self.launches: list[Launch] = []
