@@ -57,7 +57,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     steps = check_int("steps", steps, 0)
     log_every = check_int("log_every", log_every, 1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
-    n_rec = memory.check_schedule(steps, log_every)   # before anything of that size is built
+    memory.check_schedule(steps, log_every)   # before anything of that size is built
     loss = get_loss(loss)
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
@@ -74,7 +74,8 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     limit = math.inf if diverge_above is None else float(diverge_above)
     kw = dict(loss=loss, steps=steps, log_every=log_every, backend=backend, dtype=dtype,
               diverge_above=diverge_above, progress=progress, fused=fused)
-    chunks = _chunks(which, configs, loss, X64.shape, Y64.shape[1], dt, n_rec)
+    chunks = (_device_chunks if which == "cuda" else _host_chunks)(
+        configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
     if len(chunks) > 1:
         if checkpoint is not None:
             raise ValueError("checkpoint= with a grid larger than the memory: use smaller "
@@ -190,16 +191,21 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit):
     return ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit)
 
 
-def _chunks(which, configs, loss, x_shape, k, dt, n_rec) -> list:
-    """Slices of `configs` that each fit in the GPU's free memory (CUDA) or the available RAM
-    (NumPy): one slice when all do.  One estimate for both (gpulinear.memory)."""
+def _device_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:
+    """Slices of `configs` that each fit in the GPU's free memory (one slice when all do)."""
+    from .cuda import free_device_bytes
+    return _plan(configs, x_shape, k, dt, steps, log_every, free_device_bytes(), "device")
+
+
+def _host_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:
+    """Slices of `configs` that each fit in the available RAM (the NumPy backend)."""
+    return _plan(configs, x_shape, k, dt, steps, log_every, memory.available_host_bytes(), "host")
+
+
+def _plan(configs, x_shape, k, dt, steps, log_every, free, where) -> list:
+    """One estimate for both backends (gpulinear.memory); says so when it chunks."""
     m, d = x_shape
-    per, shared = memory.grid_bytes(configs, k, d, m, dt, n_rec)
-    if which == "cuda":
-        from .cuda import free_device_bytes
-        free, where = free_device_bytes(), "device"
-    else:
-        free, where = memory.available_host_bytes(), "host"
+    per, shared = memory.grid_bytes(configs, k, d, m, dt, memory.n_records(steps, log_every))
     plan = memory.plan_chunks(len(configs), per, free, shared, where=where)
     if plan.message:
         print(plan.message, file=sys.stderr)
