@@ -48,7 +48,8 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     existing checkpoint is replaced only with overwrite=True, and one in use by another live
     process is refused (gpulinear.checkpoint).  Ctrl-C stops at the next look-in, writes the
     checkpoint and raises gpulinear.interrupt.TrainingInterrupted carrying the partial Result.
-    On NumPy a grid larger than the available memory runs in chunks (gpulinear.memory).  fused (CUDA only): None — calls whose losses are
+    On NumPy a grid larger than the available memory runs in chunks (gpulinear.memory).
+    fused (CUDA only): None — calls whose losses are
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
     fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
     an error instead of the fallback; False — always the array step on CuPy.
@@ -280,4 +281,6 @@ class _Progress:
 def _clock(seconds) -> str:
     """h:mm:ss, or m:ss under an hour."""
     s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    if s >= 3600:
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"

@@ -54,4 +54,5 @@ def deferred_sigint():
         yield req
     finally:
         # None: a handler set outside Python; Python's own default is the nearest equivalent
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        signal.signal(signal.SIGINT,
+                      previous if previous is not None else signal.default_int_handler)
