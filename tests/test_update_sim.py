@@ -151,7 +151,10 @@ def test_launch_shape():
     update.launch_update(rec, *args, log_every=1, limit=math.inf, threads=64)
     (launch,) = rec.launches
     assert launch.name == "update" and launch.grid == (len(args[0].depth),)
-    assert launch.block == (64,) and len(launch.args) == 30
+    assert launch.block == (64,) and len(launch.args) == 31
+    assert launch.args[-1].value == 1                  # do_update
+    update.launch_update(rec, *args, log_every=1, limit=math.inf, threads=64, do_update=False)
+    assert rec.launches[-1].args[-1].value == 0
     with pytest.raises(ValueError, match="threads"):
         update.launch_update(rec, *args, log_every=1, threads=1024)
 
