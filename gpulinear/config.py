@@ -12,10 +12,13 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+from .optim import HYPERPARAMETERS
+
 INITS = ("normal", "identity", "balanced")
 PARAMETERIZATIONS = ("deep", "e2e")
-# Optimizer hyperparameters a Config may carry; None means "the optimizer's torch.optim default".
-HYPER_FIELDS = ("momentum", "beta1", "beta2", "eps", "rho", "alpha", "lr_decay", "centered")
+# Optimizer hyperparameters a Config may carry (gpulinear.optim's schema, less lr and weight
+# decay, which every optimizer reads); None means "the optimizer's torch.optim default".
+HYPER_FIELDS = tuple(h for h in HYPERPARAMETERS if h not in ("lr", "weight_decay"))
 
 # The paper's learning-rate grid (Appendix C): {1e-5, 5e-5, 1e-4, ..., 1e-1, 5e-1}.
 LR_GRID = tuple(float(f"{m}e{e}") for e in range(-5, 0) for m in (1, 5))

@@ -119,8 +119,7 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
 
     meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
             "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every,
-            "steps_requested": steps, "diverge_above": diverge_above, "step": step.kind,
-            **getattr(step, "meta", {})}
+            "steps_requested": steps, "diverge_above": diverge_above, "step": step.kind}
     targets_on = stop_at_target and targets is not None
     bar = _Progress(steps, progress)
     with interrupt.deferred_sigint() as stop:
@@ -164,7 +163,7 @@ def _result(step, configs, rec, targets, meta) -> Result:
     return Result(configs=configs, steps=rec.copy(), loss=host["log"][:, :len(rec)][order],
                   diverged_at=host["diverged_at"][order], end_to_end=host["We"][order],
                   steps_to_target=None if targets is None else host["reached_at"][order],
-                  target=targets, meta=meta)
+                  target=targets, meta={**meta, **getattr(step, "meta", {})})   # step's: at the end
 
 
 def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit):

@@ -15,12 +15,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .optim import OPTIMIZERS
+
 __all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "STATE_COPIES", "grid_bytes",
            "available_host_bytes", "n_records", "check_schedule", "MAX_STEPS", "MAX_RECORDS"]
 
-# Optimizer state buffers per parameter (gpulinear.optim's NamedTuples, the count aside).
-STATE_COPIES = {"gd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "adadelta": 2, "adam": 2,
-                "rmsprop": 3}
+# Optimizer state buffers per parameter: derived from the schema declared in gpulinear.optim.
+STATE_COPIES = {name: len(opt.state_fields) for name, opt in OPTIMIZERS.items()}
 
 # 10**9 steps: the NumPy backend's best rate on one small config is ~1e4 steps/s (2 cores,
 # 2026-11), so that is more than a day even there, and weeks for a real grid.  A larger `steps`

@@ -323,3 +323,13 @@ def test_graph_replay_captures_once_and_falls_back_with_a_reason(monkeypatch, re
     else:
         assert ran == ["eager", "replayed", "replayed", "replayed"] and replay.replays == 3
         assert replay.fallback_reason is None and list(replay.graphs) == [("seg", 3)]
+
+
+def test_result_meta_says_what_ran(monkeypatch):
+    X, Y = problem(1)
+    cfgs = mixed(1)[:4]
+    res = train_through_cuda_step(monkeypatch, TwinLauncher(), X, Y, cfgs, loss="l4", steps=5,
+                                  log_every=2)
+    assert res.meta["step"] == "cuda-fused" and res.meta["example_splits"] >= 1
+    # Z and D are never stored: what a config costs is its parameters, state, scratch and rows
+    assert 0 < res.meta["device_bytes_per_config"] < 64 * 1024

@@ -75,7 +75,11 @@ class CudaStep:
             xp.cuda.Device().synchronize()
         self.t = 0
         self.evaluated = False
-        self.meta = {}
+        per_call = self.X.nbytes + self.Yt.nbytes
+        self.meta = {"device_bytes_per_config": round(
+            (sum(a.nbytes for a in self.dev) + self.W.nbytes + self.prow.nbytes
+             + self.Gpart.nbytes + self.Lpart.nbytes) / C), "device_bytes_shared": per_call,
+            "xpass_grid": plan.grid, "example_splits": plan.splits}
         self._numba_views = self._make_numba_views()
 
     # -- launches --------------------------------------------------------------------------
