@@ -1,8 +1,7 @@
 """Every kernels/*.cu compiles for sm_90 with nvcc, warnings as errors, and spills nothing.
 
 The source compiled is the loader's (headers inlined), i.e. exactly what CuPy hands NVRTC.
-ptxas's resource report (registers, spills per kernel) is printed; run this file as a script
-(`python tests/test_kernels_nvcc.py`) to print it as the markdown table of benchmarks/RESULTS.md.
+ptxas's resource report (registers, spills per kernel) is printed;
 benchmarks/static_evidence.py turns the same report (and the SASS) into RESULTS.md tables.
 """
 import os

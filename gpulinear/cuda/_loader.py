@@ -67,7 +67,7 @@ def inline_headers(text: str, folder, _seen=None) -> str:
 
 @functools.lru_cache(maxsize=None)
 def kernel_source(name: str) -> str:
-    """The complete source of kernels/<name> (e.g. "lp_loss.cu") with its headers inlined."""
+    """The complete source of kernels/<name> (e.g. "xpass.cu") with its headers inlined."""
     folder = kernel_dir()
     path = folder / name
     if not path.is_file():
