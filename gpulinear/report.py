@@ -486,16 +486,16 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
 # steps (2,000 instead of 100,000) and extrapolating linearly in steps.  CPU time, not wall: the
 # wall time was 1.5-3x longer only because the cores were shared.  With 2 BLAS threads on
 # shared cores CPU time per step was 4-5x larger (threads spin), hence the 1-thread advice.
-FULL_RATES = {"fig2": 12_500, "fig3": 27_700, "fig4_left": 24_500, "fig4_right": 12_000,
-              "fig5_left": 29_400}
-# Experiments that are not grids of gl.train calls: CPU-seconds per mode, rounded up from
-# 1/8-1/10-length runs of their full settings (sec3 2.2 s at horizon 0.3, theorem2 1.2 s with 1
-# plane of 8, sec7 1.8 s at 1/10 of its steps) and, for fig5_right, its full-cpu iterations x
-# CPU_SECONDS_PER_ITERATION (see experiments/fig5_right_mnist_cnn.py).
-FIXED_SECONDS = {"full": {"sec3": 60, "sec7": 120, "theorem2": 30, "fig5_right": 2200},
+FULL_RATES = {"fig2": 14_300, "fig3": 29_500, "fig4_left": 23_700, "fig4_right": 13_000,
+              "fig5_left": 24_900}
+# Experiments that are not grids of gl.train calls: seconds per mode, full: the published
+# full run's wall times rounded up (sec3 15 s, sec7 14 s, theorem2 7 s, fig5_right 1,281 s).
+FIXED_SECONDS = {"full": {"sec3": 20, "sec7": 20, "theorem2": 10, "fig5_right": 1300},
                  "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
-RATES_NOTE = "rates measured 2026-12-01 with 1 BLAS thread"
+# full: config-steps / wall seconds of each experiment in the published full run
+# (results/paper-length, 2026-12-01, 1 BLAS thread, the other core partly busy)
+RATES_NOTE = "rates of the published full run, 2026-12-01, 1 BLAS thread"
 
 
 def blas_threads_limit(backend: str):
