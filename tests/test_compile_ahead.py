@@ -1,0 +1,84 @@
+"""What would otherwise fail only at the first GPU contact, checked on a CPU: NVRTC (what CuPy's
+RawModule compiles with) builds every kernels/*.cu from the loader's exact source and resolves
+every name expression; numba-cuda compiles the update kernel to PTX for sm_90 (typing errors the
+simulator does not check) and ptxas assembles it without spills.  Needs the NVRTC / libNVVM
+wheels (numba-cuda's `cu13` extra, in the test extra); skips, saying so, without them."""
+import os
+import re
+import shutil
+import subprocess
+import types
+
+import pytest
+
+from gpulinear.cuda import _loader
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _nvrtc():
+    try:
+        from cuda.bindings import nvrtc
+        err = nvrtc.nvrtcVersion()[0]            # (result, major, minor)
+    except Exception as exc:          # no cuda-bindings, or libnvrtc not found
+        pytest.skip(f"NVRTC is not available ({type(exc).__name__}: {exc}); "
+                    "pip install 'numba-cuda[cu13]'")
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        pytest.skip(f"NVRTC is not usable here: {err}")
+    return nvrtc
+
+
+@pytest.mark.parametrize("name", _loader.kernel_names())
+def test_nvrtc_compiles_every_kernel_as_cupy_would(name):
+    nvrtc = _nvrtc()
+    src = _loader.kernel_source(name)
+    exprs = _loader.name_expressions(src)
+    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    for e in exprs:
+        assert nvrtc.nvrtcAddNameExpression(prog, e.encode())[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS
+    opts = [b"-std=c++17", b"-arch=compute_90"]          # the loader's option + CuPy's arch
+    (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = b" " * size
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode()
+    for e in exprs:
+        err, lowered = nvrtc.nvrtcGetLoweredName(prog, e.encode())
+        assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS and lowered, e
+
+
+@pytest.mark.skipif(SIM, reason="the CUDA simulator is on in this process: no PTX compiler")
+def test_numba_update_kernel_compiles_for_sm90_without_spills(tmp_path, monkeypatch):
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    import numba.cuda.dispatcher as numba_dispatcher
+    from numba import cuda
+
+    from gpulinear.cuda.update import kernel_signatures
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        pytest.skip("ptxas not found (CUDA toolkit)")
+    # no driver here: compiling @cuda.jit device functions asks the current device only for its
+    # compute capability; answer sm_90, the target below
+    monkeypatch.setattr(numba_dispatcher, "get_current_device",
+                        lambda: types.SimpleNamespace(compute_capability=(9, 0)))
+    for label, fn, sig in kernel_signatures():
+        try:
+            ptx, _ = cuda.compile_ptx(fn, sig, cc=(9, 0))
+        except Exception as exc:
+            if "NVVM" in str(exc) or "nvrtc" in str(exc).lower() or "driver" in str(exc).lower():
+                pytest.skip(f"numba-cuda cannot compile PTX here: {type(exc).__name__}: {exc}"[:300])
+            raise
+        probe = subprocess.run([ptxas, "--version"], capture_output=True, text=True)
+        # numba-cuda's NVVM may write a newer PTX ISA than this ptxas reads; the kernel uses
+        # nothing newer than the ISA ptxas knows (benchmarks/static_evidence.py does the same)
+        isa = {"13.0": "9.0"}.get(re.search(r"release (\d+\.\d+)", probe.stdout).group(1))
+        if isa:
+            ptx = re.sub(r"^\.version \d+\.\d+", f".version {isa}", ptx, count=1, flags=re.M)
+        path = tmp_path / f"{label}.ptx"
+        path.write_text(ptx)
+        proc = subprocess.run([ptxas, "-arch=sm_90", "-v", str(path), "-o",
+                               str(path.with_suffix(".cubin"))], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", proc.stderr)
+        assert spills and all(a == "0" and b == "0" for a, b in spills), proc.stderr
