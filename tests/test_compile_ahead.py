@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import types
 
 import pytest
@@ -16,36 +17,53 @@ from gpulinear.cuda import _loader
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
-def _nvrtc():
-    try:
-        from cuda.bindings import nvrtc
-        err = nvrtc.nvrtcVersion()[0]            # (result, major, minor)
-    except Exception as exc:          # no cuda-bindings, or libnvrtc not found
-        pytest.skip(f"NVRTC is not available ({type(exc).__name__}: {exc}); "
-                    "pip install 'numba-cuda[cu13]'")
-    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
-        pytest.skip(f"NVRTC is not usable here: {err}")
-    return nvrtc
+# Run in a child process, so that nothing NVRTC does can leak into other tests.  (A log buffer
+# made as b" " * size is, for an empty log (size 1), CPython's shared one-byte object: NVRTC
+# wrote its NUL into it and broke every later b" " of the process, torch.load included.)
+NVRTC_CHILD = r"""
+import sys
+try:
+    from cuda.bindings import nvrtc
+    ok = nvrtc.nvrtcVersion()[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS   # (result, major, minor)
+except Exception as exc:              # no cuda-bindings, or libnvrtc not found
+    print(f"UNAVAILABLE {type(exc).__name__}: {exc}")
+    sys.exit(0)
+if not ok:
+    print("UNAVAILABLE nvrtcVersion failed")
+    sys.exit(0)
+from gpulinear.cuda import _loader
+name = sys.argv[1]
+src = _loader.kernel_source(name)
+exprs = _loader.name_expressions(src)
+S = nvrtc.nvrtcResult.NVRTC_SUCCESS
+err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
+assert err == S, err
+for e in exprs:
+    assert nvrtc.nvrtcAddNameExpression(prog, e.encode())[0] == S, e
+opts = [b"-std=c++17", b"-arch=compute_90"]           # the loader's option + CuPy's arch
+(err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+if err != S:
+    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
+    log = bytes(max(size, 2))             # a fresh buffer: never a shared bytes object
+    nvrtc.nvrtcGetProgramLog(prog, log)
+    raise SystemExit(f"NVRTC failed: {err}\n{log.decode(errors='replace')}")
+for e in exprs:
+    err, lowered = nvrtc.nvrtcGetLoweredName(prog, e.encode())
+    assert err == S and lowered, e
+    print("OK", e, lowered.decode())
+"""
 
 
 @pytest.mark.parametrize("name", _loader.kernel_names())
 def test_nvrtc_compiles_every_kernel_as_cupy_would(name):
-    nvrtc = _nvrtc()
+    proc = subprocess.run([sys.executable, "-c", NVRTC_CHILD, name], capture_output=True,
+                          text=True, timeout=300)
+    if proc.stdout.startswith("UNAVAILABLE"):
+        pytest.skip(f"NVRTC is not available ({proc.stdout[12:].strip()}); "
+                    "pip install 'numba-cuda[cu13]'")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     src = _loader.kernel_source(name)
-    exprs = _loader.name_expressions(src)
-    err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
-    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS
-    for e in exprs:
-        assert nvrtc.nvrtcAddNameExpression(prog, e.encode())[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS
-    opts = [b"-std=c++17", b"-arch=compute_90"]          # the loader's option + CuPy's arch
-    (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
-    _, size = nvrtc.nvrtcGetProgramLogSize(prog)
-    log = b" " * size
-    nvrtc.nvrtcGetProgramLog(prog, log)
-    assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode()
-    for e in exprs:
-        err, lowered = nvrtc.nvrtcGetLoweredName(prog, e.encode())
-        assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS and lowered, e
+    assert proc.stdout.count("OK ") == len(_loader.name_expressions(src))
 
 
 @pytest.mark.skipif(SIM, reason="the CUDA simulator is on in this process: no PTX compiler")
