@@ -131,9 +131,11 @@ class CudaStep:
         if self.replay is not None:
             self.replay.run((lead, n), launches)
             reason = self.replay.fallback_reason
-            self.meta["graph"] = ("replayed" if self.replay.enabled and reason is None else
-                                  f"eager launches (capture failed: {reason})" if reason else
-                                  "eager launches (graphs off)")
+            self.meta["graph"] = (
+                f"eager launches (capture failed: {reason})" if reason else
+                "replayed" if self.replay.replays else
+                "eager launches (graphs off)" if not self.replay.enabled else
+                "eager launches (no segment shape ran twice: graphs replay from the second)")
         else:
             launches()
         self.t = last
