@@ -24,7 +24,7 @@ from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int
 from .data import check_data
 from .losses import check_targets_for, config_loss, get_loss
-from .plan import plan_buckets, record_steps, segment_ends  # noqa: F401  (re-exported)
+from .plan import record_steps, segment_ends
 from .result import Result
 
 

@@ -26,7 +26,7 @@ from ..backend import to_numpy
 from ..losses import config_loss
 from ..plan import start_weights
 from .launch import Launcher
-from .layout import pack
+from .layout import end_to_end, pack
 from .xpass import launch_xpass, padded, plan_xpass
 
 
@@ -55,7 +55,6 @@ class CudaStep:
         self.plan = plan = plan_xpass(C * k, m, d, k, self.dt, n_sm=n_sm)
         # device buffers, allocated once
         self.dev = type(packed)(*[xp.asarray(a) for a in packed])
-        from .layout import end_to_end
         We0 = end_to_end(packed).reshape(C * k, d)
         self.W = padded(xp.asarray(We0, dtype=self.dt), plan.ldw)           # (R, ldw)
         self.X = padded(xp.asarray(X64, dtype=self.dt), plan.ldx)           # (m, ldx)
@@ -162,7 +161,6 @@ class CudaStep:
         return bool(to_numpy(((dev.reached_at >= 0) | (dev.alive == 0)).all()))
 
     def host_arrays(self) -> dict:
-        from .layout import end_to_end
         host = self.host_packed()
         with np.errstate(over="ignore", invalid="ignore"):
             We = end_to_end(host)
