@@ -76,9 +76,11 @@ def make_peer(X, y, lrs, depth, width, p=4.0, dtype="float32", chunk=100, weight
                          f"width {width}, d {d}, {len(lrs)} configs")
 
     def loss(ws, Xj, yj):                           # one config: ws[j] (n_j, n_{j-1})
-        We = ws[0]
-        for W in ws[1:]:
-            We = W @ We                             # (n_j, d) .. (1, d)
+        # the chain from the output side, (W_N W_{N-1}) ... W_1: k-row products, so jax.grad's
+        # backward is O(k * params) too (the cheap order; input side costs O(d * params))
+        We = ws[-1]
+        for W in ws[-2::-1]:
+            We = We @ W                             # (1, n_{j-1}) .. (1, d)
         r = Xj @ We[0] - yj                         # (m,)
         return jnp.sum(_power(r, p)) / (p * m)
 
