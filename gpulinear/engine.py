@@ -23,6 +23,7 @@ from . import interrupt, memory
 from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int
 from .data import check_data
+from .gram import GramL2, use_gram
 from .losses import check_targets_for, config_loss, get_loss
 from .plan import record_steps, segment_ends
 from .result import Result
@@ -31,7 +32,7 @@ from .result import Result
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
           target=None, stop_at_target=False, diverge_above=None, progress=None,
           checkpoint=None, checkpoint_every=1000, resume=False, fused=None,
-          overwrite=False) -> Result:
+          overwrite=False, gram=None) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
@@ -53,6 +54,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
     fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
     an error instead of the fallback; False — always the array step on CuPy.
+    gram: l2 configs through the Gram matrix (gpulinear.gram: exact algebra, 2 k d^2 flops per
+    config-step instead of 4 m d k); None — where it is cheaper, d < m; True / False — always /
+    never (False: every config on the data path, the passes over the m examples).  On CUDA it
+    applies to calls whose configs are all l2 (the fused step then runs on d + 1 rows).
     """
     configs = _check_configs(configs)
     steps = check_int("steps", steps, 0)
@@ -66,6 +71,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     if diverge_above is not None and not (diverge_above > 0):
         raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
     targets = _check_target(target, len(configs))
+    gram_on = use_gram(gram, *X64.shape)
     for cfg in configs:
         check_targets_for(config_loss(cfg, loss), Y64)
     if resume and checkpoint is None:
@@ -74,7 +80,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         ckpt.check_writable(checkpoint)
     limit = math.inf if diverge_above is None else float(diverge_above)
     kw = dict(loss=loss, steps=steps, log_every=log_every, backend=backend, dtype=dtype,
-              diverge_above=diverge_above, progress=progress, fused=fused)
+              diverge_above=diverge_above, progress=progress, fused=fused, gram=gram)
     chunks = (_device_chunks if which == "cuda" else _host_chunks)(
         configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
     if len(chunks) > 1:
@@ -90,7 +96,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     try:
         return _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
                            diverge_above, stop_at_target, progress, which, fused, checkpoint,
-                           checkpoint_every, resume, overwrite)
+                           checkpoint_every, resume, overwrite, gram_on)
     finally:
         if lock is not None:
             lock.release()
@@ -98,11 +104,11 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
 
 def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, diverge_above,
                 stop_at_target, progress, which, fused, checkpoint, checkpoint_every, resume,
-                overwrite) -> Result:
+                overwrite, gram_on) -> Result:
     """train() after its checks, with the checkpoint's lock held: the look-ins, the
     checkpoints and the answer to Ctrl-C."""
     rec = record_steps(steps, log_every)
-    step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit)
+    step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on)
     fingerprint, finished = None, False
     if checkpoint is not None:
         fingerprint = ckpt.run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets,
@@ -166,18 +172,24 @@ def _result(step, configs, rec, targets, meta) -> Result:
                   target=targets, meta={**meta, **getattr(step, "meta", {})})   # step's: at the end
 
 
-def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit):
+def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on=False):
     """The step for this call: NumPy's array step, the fused CUDA step, or the array step on
-    CuPy (xent, fused=False, or the fused step unavailable with fused=None)."""
+    CuPy (xent, fused=False, or the fused step unavailable with fused=None).  gram_on: l2
+    configs through the Gram matrix (the array step: its Gram rows; the fused step: the
+    compressed data of gpulinear.gram when every config is l2)."""
     from .step import ArrayStep
     if which == "numpy":
-        return ArrayStep(np, X64, Y64, configs, loss, dt, rec, targets, limit)
-    import cupy
-    all_lp = all(config_loss(c, loss).p is not None for c in configs)
-    if fused is not False and all_lp:
+        return ArrayStep(np, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+    p_of = [config_loss(c, loss).p for c in configs]
+    if fused is not False and None not in p_of:
         try:
-            from .cuda.step import CudaStep
-            return CudaStep(X64, Y64, configs, loss, dt, rec, targets, limit)
+            if gram_on and set(p_of) == {2.0}:
+                Xc, Yc = GramL2.from_data(X64, Y64).compressed_data()
+                step = _new_cuda_step(Xc, Yc, configs, loss, dt, rec, targets, limit)
+                step.kind = "cuda-fused+gram"    # its own checkpoints: the rounding differs
+                step.meta["gram_rows"] = Xc.shape[0]
+                return step
+            return _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit)
         # no numba-cuda (ImportError), no GPU for Numba or no NVRTC (RuntimeError, which
         # cuda-pathfinder's DynamicLibNotFoundError is), a shape the kernels refuse (ValueError)
         except (ImportError, RuntimeError, ValueError) as exc:
@@ -188,7 +200,14 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit):
     elif fused:
         raise ValueError("fused=True: the fused CUDA step takes lp losses only; this call has "
                          "softmax cross-entropy configs (use fused=None)")
-    return ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit)
+    import cupy
+    return ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+
+
+def _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit):
+    """The fused CUDA step on (X64, Y64) (the tests swap in one on NumPy arrays)."""
+    from .cuda.step import CudaStep
+    return CudaStep(X64, Y64, configs, loss, dt, rec, targets, limit)
 
 
 def _device_chunks(configs, loss, x_shape, k, dt, steps, log_every) -> list:

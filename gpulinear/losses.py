@@ -49,6 +49,21 @@ class Lp:
     def __hash__(self):
         return hash(("Lp", self.p))
 
+    def grad_into(self, R, out):
+        """out[...] = l'(R) = |R|^(p-2) R for residuals R (B, k, m), in at most two passes and
+        no allocation (train()'s data pass: it gets the loss values from its gradient GEMM)."""
+        xp = array_namespace(R)
+        if self.p == 2.0:
+            out[...] = R
+        elif self.p == 4.0:
+            xp.multiply(R, R, out=out)
+            out *= R
+        else:
+            xp.abs(R, out=out)
+            xp.power(out, self.p - 2.0, out=out)     # 0^x = 0 for x > 0
+            out *= R
+        return out
+
     def value_and_grad(self, Z, Yt, out, work):
         """Per-config loss (B,) of predictions Z (B, k, m) against Yt (k, m).
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .chain import prefix_products
+from .chain import chain_product
 from .config import Config
 from .inits import init_weights
 from .losses import config_loss
@@ -34,16 +34,20 @@ def bucket_key(cfg: Config, default_loss) -> tuple:
     return (cfg.depth, cfg.widths, loss, cfg.optimizer, cfg.parameterization)
 
 
-def plan_buckets(configs, default_loss) -> list[list[int]]:
+def plan_buckets(configs, default_loss, last=None) -> list[list[int]]:
     """Config positions grouped by bucket_key; buckets of one loss are adjacent (so the loss
-    pass runs once per loss over contiguous rows), otherwise in order of first appearance."""
+    pass runs once per loss over contiguous rows), otherwise in order of first appearance,
+    except that losses for which last(loss) is true come after all others (the NumPy step's
+    Gram-path rows: one contiguous block)."""
     groups: dict = {}
     for i, cfg in enumerate(configs):
         groups.setdefault(bucket_key(cfg, default_loss), []).append(i)
     first_of_loss: dict = {}
     for key in groups:
         first_of_loss.setdefault(key[2], len(first_of_loss))
-    return [groups[key] for key in sorted(groups, key=lambda key: first_of_loss[key[2]])]
+    def order(key):
+        return (last is not None and bool(last(key[2])), first_of_loss[key[2]])
+    return [groups[key] for key in sorted(groups, key=order)]
 
 
 def start_weights(cfg: Config, d: int, k: int) -> list:
@@ -51,15 +55,16 @@ def start_weights(cfg: Config, d: int, k: int) -> list:
     (gl.init_weights), or [W_e] = their product for the e2e parameterization."""
     layers = init_weights(cfg, d, k)
     if cfg.parameterization == "e2e":
-        return [prefix_products([w[None] for w in layers])[-1][0]]
+        return [chain_product([w[None] for w in layers])[0]]
     return layers
 
 
-def build_buckets(configs, default_loss, d, k, dt, xp, hyper_arrays):
-    """The Buckets of plan_buckets with their stacked start weights and optimizer state on xp.
-    hyper_arrays: gpulinear.optim.hyper_arrays (passed in so this module stays import-light)."""
+def build_buckets(configs, default_loss, d, k, dt, xp, hyper_arrays, last=None):
+    """The Buckets of plan_buckets (with `last`) with their stacked start weights and optimizer
+    state on xp.  hyper_arrays: gpulinear.optim.hyper_arrays (passed in so this module stays
+    import-light)."""
     buckets, start = [], 0
-    for positions in plan_buckets(configs, default_loss):
+    for positions in plan_buckets(configs, default_loss, last):
         cfgs = [configs[i] for i in positions]
         first = cfgs[0]
         starts = [start_weights(c, d, k) for c in cfgs]

@@ -24,8 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, to_numpy
-from .chain import layer_gradients, prefix_products
+from .chain import forward, layer_gradients
 from .e2e import end_to_end_update
+from .gram import GramL2, use_gram
 from .optim import hyper_arrays
 from .plan import build_buckets
 
@@ -33,40 +34,53 @@ from .plan import build_buckets
 class ArrayStep:
     kind = "array"
 
-    def __init__(self, xp, X64, Y64, configs, loss, dt, rec_steps, targets, limit, rows_of=None):
+    def __init__(self, xp, X64, Y64, configs, loss, dt, rec_steps, targets, limit, gram=None):
         m, d = X64.shape
         k = Y64.shape[1]
         C = len(configs)
         self.xp, self.m, self.d, self.k, self.C, self.limit = xp, m, d, k, C, limit
+        gram_on = use_gram(gram, m, d)
+        self.buckets = build_buckets(configs, loss, d, k, dt, xp, hyper_arrays,
+                                     last=_is_l2 if gram_on else None)
+        # rows [0, Cd) take the data path, rows [Cd, C) (l2 with gram on) the Gram path
+        Cd = sum(b.rows.stop - b.rows.start for b in self.buckets
+                 if not (gram_on and _is_l2(b.loss)))
+        self.Cd = Cd
+        self.gram = None
+        if Cd < C:
+            self.gram = GramL2.from_data(X64, Y64)
+            self.sigma = xp.asarray(self.gram.sigma, dtype=dt)                    # (d, d)
+            self.w_star = xp.asarray(self.gram.w_star, dtype=dt)                  # (k, d)
+            self.Gg = xp.empty((C - Cd, k, d), dtype=dt)
+            self.kind = "array+gram"     # its numbers differ in rounding: a checkpoint says so
         self.Xa = xp.asarray(np.hstack([X64, Y64]), dtype=dt)            # (m, d + k): [X, Y]
+        self.XaT = xp.ascontiguousarray(self.Xa.T)                       # (d + k, m)
         self.Yt = xp.ascontiguousarray(xp.asarray(Y64, dtype=dt).T)      # (k, m), for xent only
-        self.buckets = build_buckets(configs, loss, d, k, dt, xp, hyper_arrays)
         self.Wa = xp.zeros((C, k, d + k), dtype=dt)                      # [We, -I] per config
         self.We = self.Wa[:, :, :d]                                      # (C, k, d) view
         for b in self.buckets:
             if b.loss.residual:
                 self.Wa[b.rows, :, d:] = -xp.eye(k, dtype=dt)
-        self.Z = xp.empty((C, k, m), dtype=dt)
-        self.D = xp.empty_like(self.Z)
-        self.work = xp.empty_like(self.Z)
-        # NumPy keeps G transposed, (d + k, C k): on OpenBLAS the backward GEMM in that
-        # orientation (X^T D^T, X^T contiguous) ran at 44 GFLOP/s against 32 for D X (2 cores,
-        # C = 64, Ethanol shapes, 2026-11-30).
-        self.transposed_G = xp is np
-        if self.transposed_G:
-            self.XaT = xp.ascontiguousarray(self.Xa.T)                   # (d + k, m)
-            self.GaT = xp.empty((d + k, C * k), dtype=dt)
-            self.G = self.GaT.T.reshape(C, k, d + k)[:, :, :d]           # (C, k, d): dL/dW_e
-        else:
-            self.Ga = xp.empty((C * k, d + k), dtype=dt)
-            self.G = self.Ga.reshape(C, k, d + k)[:, :, :d]
+        self.Z = xp.empty((Cd, k, m), dtype=dt)
+        # G of the data rows kept transposed, (d + k, Cd k): the backward GEMM X^T D^T with X^T
+        # contiguous ran at 44 GFLOP/s against 32 for D X (OpenBLAS, 2 cores, C = 64, Ethanol,
+        # 2026-11-30); the forward GEMM also reads X^T contiguous (+10 % float64, +30 % float32
+        # at C = 64 against the transposed view, 2026-12-01)
+        self.GaT = xp.empty((d + k, Cd * k), dtype=dt)
+        self.Ga = self.GaT.T.reshape(Cd, k, d + k)                       # (Cd, k, d + k) view
         self.values = xp.empty(C, dtype=dt)
         self.segments = []                                               # [(loss, rows)]
         for b in self.buckets:
+            if b.rows.start >= Cd:
+                continue
             if self.segments and self.segments[-1][0] == b.loss:
                 self.segments[-1] = (b.loss, slice(self.segments[-1][1].start, b.rows.stop))
             else:
                 self.segments.append((b.loss, b.rows))
+        self.d_is_r = all(_is_l2(loss) for loss, _ in self.segments)
+        self.D = None if self.d_is_r else xp.empty_like(self.Z)
+        self.work = None if all(loss.residual for loss, _ in self.segments) \
+            else xp.empty_like(self.Z)                                   # xent's scratch
         self.rows_of = np.concatenate([b.index for b in self.buckets])   # buffer row -> config
         self.rec_steps = rec_steps
         self.log = xp.full((C, len(rec_steps)), np.nan, dtype=dt)
@@ -76,7 +90,7 @@ class ArrayStep:
         self.reached_at = xp.full(C, -1, dtype=np.int64)
         self.t = 0                   # updates applied = the step being evaluated
         self.evaluated = False       # step t's loss and gradient are in place (its update pending)
-        self.pending = None          # the prefix products that update needs
+        self.pending = None          # what the chain saved for that update
         if xp is not np:
             from .cuda import full_fp32_matmul
             full_fp32_matmul()       # before the first GEMM of step 0 (no TF32: see there)
@@ -130,20 +144,16 @@ class ArrayStep:
 
     # -- one step ----------------------------------------------------------------------------
     def _evaluate(self, t):
-        """Loss and gradient at the current weights (step t), health, target, log; returns the
-        prefix products the update will need."""
-        xp, C, k, d, m = self.xp, self.C, self.k, self.d, self.m
-        prefixes = _forward(self.buckets, self.We)
-        xp.matmul(self.Wa.reshape(C * k, d + k), self.Xa.T, out=self.Z.reshape(C * k, m))
-        for loss, rows in self.segments:             # the loss pass: once per loss, any depth
-            Yb = None if loss.residual else self.Yt
-            self.values[rows] = loss.value_and_grad(self.Z[rows], Yb, self.D[rows], self.work[rows])
-        if self.transposed_G:
-            xp.matmul(self.XaT, self.D.reshape(C * k, m).T, out=self.GaT)
-        else:
-            xp.matmul(self.D.reshape(C * k, m), self.Xa, out=self.Ga)
-        self.G *= 1.0 / m
-        values, alive = self.values, self.alive
+        """Loss and gradient at the current weights (step t), health, target, log; returns what
+        the chain saved for the update."""
+        xp, values = self.xp, self.values
+        saved = _forward(self.buckets, self.We)
+        if self.Cd:
+            self._data_pass()
+        if self.gram is not None:
+            values[self.Cd:] = self.gram.value_and_grad(self.We[self.Cd:], self.Gg, self.sigma,
+                                                        self.w_star)
+        alive = self.alive
         healthy = xp.isfinite(values) & (values <= self.limit) & xp.isfinite(self.We).all(axis=(1, 2))
         # copyto(where=) rather than a[mask] = t: CuPy's mask assignment syncs with the host
         xp.copyto(self.diverged_at, t, where=alive & ~healthy)
@@ -154,36 +164,67 @@ class ArrayStep:
         idx = int(np.searchsorted(self.rec_steps, t))
         if idx < len(self.rec_steps) and self.rec_steps[idx] == t:
             self.log[:, idx] = values
-        return prefixes
+        return saved
 
-    def _apply(self, prefixes):
+    def _data_pass(self):
+        """The two passes over [X, Y] for rows [0, Cd):  R = [We, -I] [X, Y]^T,
+        D = l'(R),  Ga = D [X, Y].  For lp the loss needs no pass of its own:
+        sum_i |r_i|^p = sum_i l'(r_i) r_i = <[We, -I], D [X, Y]> (r_i = [We, -I] [x_i, y_i]), a
+        (Cd, k, d + k) dot on Ga, which the gradient GEMM computes anyway (its last k columns)."""
+        xp, Cd, k, d, m = self.xp, self.Cd, self.k, self.d, self.m
+        Wa = self.Wa[:Cd]
+        xp.matmul(Wa.reshape(Cd * k, d + k), self.XaT, out=self.Z.reshape(Cd * k, m))
+        D = self.Z if self.d_is_r else self.D       # l2 only: l'(R) = R, no pass at all
+        for loss, rows in self.segments:             # the loss pass: once per loss, any depth
+            if not loss.residual:
+                self.values[rows] = loss.value_and_grad(self.Z[rows], self.Yt, self.D[rows],
+                                                        self.work[rows])
+            elif D is self.D:
+                loss.grad_into(self.Z[rows], out=self.D[rows])
+        xp.matmul(self.XaT, D.reshape(Cd * k, m).T, out=self.GaT)
+        for loss, rows in self.segments:
+            if not loss.residual:
+                continue
+            inner = xp.einsum("ckj,ckj->c", Wa[rows], self.Ga[rows])
+            self.values[rows] = inner * (1.0 / (loss.p * m))
+        self.Ga[:, :, :d] *= 1.0 / m
+
+    def _grad_of(self, b):
+        """dL/dW_e (B, k, d) of bucket b's rows."""
+        if b.rows.start >= self.Cd:
+            return self.Gg[b.rows.start - self.Cd:b.rows.stop - self.Cd]
+        return self.Ga[b.rows, :, :self.d]
+
+    def _apply(self, saved):
         all_alive = self.xp is np and bool(self.alive.all())   # NumPy: skip the masking
         for b in self.buckets:
-            _update(b, self.G[b.rows], prefixes[id(b)], None if all_alive else self.alive[b.rows])
+            _update(b, self._grad_of(b), saved[id(b)], None if all_alive else self.alive[b.rows])
+
+
+def _is_l2(loss) -> bool:
+    return getattr(loss, "p", None) == 2.0
 
 
 def _forward(buckets, We):
-    """Write each bucket's W_e into its rows of We; return its prefix products by bucket id."""
-    prefixes = {}
+    """Write each bucket's W_e into its rows of We; return what the chain saved, by bucket id."""
+    saved = {}
     for b in buckets:
         if b.e2e or b.depth == 1:
             We[b.rows] = b.params[0]
-            prefixes[id(b)] = None
+            saved[id(b)] = None
         else:
-            pre = prefix_products(b.params)
-            We[b.rows] = pre[-1]
-            prefixes[id(b)] = pre
-    return prefixes
+            We[b.rows], saved[id(b)] = forward(b.params)
+    return saved
 
 
-def _update(b, G, prefixes, alive):
+def _update(b, G, saved, alive):
     """One optimizer step of bucket b from dL/dW_e = G; frozen configs keep params and state."""
     if b.e2e:
         new_params = [end_to_end_update(b.params[0], G, b.depth, b.hyper["lr"],
                                         b.hyper["weight_decay"])]
         new_state = b.state
     else:
-        grads = [G] if b.depth == 1 else layer_gradients(b.params, G, prefixes)
+        grads = [G] if b.depth == 1 else layer_gradients(b.params, G, saved)
         new_params, new_state = b.optimizer.update(grads, b.state, b.params, b.hyper)
     if alive is None:       # every config of the call is alive
         b.params, b.state = new_params, new_state

@@ -29,15 +29,7 @@ def xpass(W, X, Y, p_rows, S, ldg):
 def start(configs, losses, d, k, dtype, n_records, targets=None):
     """Packed configs from gl.init_weights (e2e: the product), and W (R, d + 3) holding the
     initial W_e in its first d columns (3 junk columns: the kernel must use ldw, not d)."""
-    weights = []
-    for cfg in configs:
-        w = gl.init_weights(cfg, d, k)
-        if cfg.parameterization == "e2e":
-            We = w[0]
-            for Wj in w[1:]:
-                We = Wj @ We
-            w = [We]
-        weights.append(w)
+    weights = [gl.plan.start_weights(cfg, d, k) for cfg in configs]   # what CudaStep packs
     packed = layout.pack(configs, losses, weights, d, k, dtype, n_records, targets)
     W = np.full((len(configs) * k, d + 3), -5.0)
     W[:, :d] = layout.end_to_end(packed).reshape(-1, d)
