@@ -101,7 +101,11 @@ def _t(count, p):
 
 
 def _decayed(g, p, hyper):
-    """Coupled weight decay: g + weight_decay * p (torch's ``grad.add(param, alpha=wd)``)."""
+    """Coupled weight decay: g + weight_decay * p (torch's ``grad.add(param, alpha=wd)``).
+    A hyper dict without "weight_decay" means 0 for every config (the NumPy step drops it then:
+    two passes over every layer less per step)."""
+    if "weight_decay" not in hyper:
+        return g
     return g + _h(hyper, "weight_decay", p) * p
 
 

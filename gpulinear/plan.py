@@ -26,6 +26,7 @@ class Bucket:
     params: list               # [W_1..W_N] each (B, n_j, n_{j-1}); [We] (B, k, d) for e2e
     state: object              # optimizer state
     hyper: dict                # name -> (B,) per-config hyperparameters
+    step_hyper: dict = None    # what the NumPy step passes to the optimizer (gpulinear.step)
 
 
 def bucket_key(cfg: Config, default_loss) -> tuple:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, to_numpy
-from .chain import forward, layer_gradients
+from .chain import forward, layer_gradients, output_side_factors
 from .e2e import end_to_end_update
 from .gram import GramL2, use_gram
 from .optim import hyper_arrays
@@ -42,6 +42,9 @@ class ArrayStep:
         gram_on = use_gram(gram, m, d)
         self.buckets = build_buckets(configs, loss, d, k, dt, xp, hyper_arrays,
                                      last=_is_l2 if gram_on else None)
+        for b in self.buckets:       # no weight decay anywhere in a bucket: optim skips its passes
+            b.step_hyper = {name: v for name, v in b.hyper.items()
+                            if name != "weight_decay" or bool(v.any())}
         # rows [0, Cd) take the data path, rows [Cd, C) (l2 with gram on) the Gram path
         Cd = sum(b.rows.stop - b.rows.start for b in self.buckets
                  if not (gram_on and _is_l2(b.loss)))
@@ -138,7 +141,8 @@ class ArrayStep:
         for name in ("log", "alive", "diverged_at", "reached_at"):
             getattr(self, name)[...] = xp.asarray(z[name])
         for i, b in enumerate(self.buckets):
-            b.params = [xp.asarray(z[f"b{i}_param{j}"]) for j in range(len(b.params))]
+            # copies: the in-place gd writes into them
+            b.params = [xp.array(z[f"b{i}_param{j}"]) for j in range(len(b.params))]
             b.state = _unflatten(b.state, lambda name, i=i: xp.asarray(z[f"b{i}_state_{name}"]))
         self.t, self.evaluated, self.pending = t, False, None
 
@@ -198,7 +202,10 @@ class ArrayStep:
     def _apply(self, saved):
         all_alive = self.xp is np and bool(self.alive.all())   # NumPy: skip the masking
         for b in self.buckets:
-            _update(b, self._grad_of(b), saved[id(b)], None if all_alive else self.alive[b.rows])
+            if all_alive and _gd_in_place_applies(b, saved[id(b)]):
+                _gd_in_place(b, self._grad_of(b), saved[id(b)])
+            else:
+                _update(b, self._grad_of(b), saved[id(b)], None if all_alive else self.alive[b.rows])
 
 
 def _is_l2(loss) -> bool:
@@ -217,6 +224,42 @@ def _forward(buckets, We):
     return saved
 
 
+_BLOCK_BYTES = 256 * 1024    # a block of gradients stays in L2 (1 MiB here) across its 3 passes
+
+
+def _gd_in_place_applies(b, saved) -> bool:
+    """gd, no weight decay, factors on the output side (or depth 1); the caller checks NumPy
+    and that every config is alive (a frozen config's layers must not be written)."""
+    return (b.optimizer.name == "gd" and "weight_decay" not in b.step_hyper and not b.e2e
+            and (saved is None or saved[0] == "output"))
+
+
+def _gd_in_place(b, G, saved):
+    """optim's gd, p <- p - lr * g, written into the layers in place: each layer's gradient
+    T^T Q (gpulinear.chain.output_side_factors) is formed a block of configs at a time in a
+    cache-sized buffer, scaled by lr and subtracted, the same operations in the same order as
+    the pure update (bitwise its result, tested) without its new layers and temporaries: at
+    width 100 those passes over memory cost more than the two GEMMs over the data."""
+    lr = b.step_hyper["lr"].astype(G.dtype, copy=False)[:, None, None]
+    factors = [(None, G)] if saved is None else output_side_factors(b.params, G, saved[1])
+    B = lr.shape[0]
+    for W, (T_t, Q) in zip(b.params, factors):      # bottom up: Q and T were formed before
+        rows = max(1, _BLOCK_BYTES // W[0].nbytes)
+        buf = np.empty((min(rows, B),) + W.shape[1:], W.dtype)
+        for s in range(0, B, rows):
+            e = min(s + rows, B)
+            g = buf[:e - s]
+            if T_t is None:
+                g[...] = Q[s:e]
+            elif T_t.shape[-1] == 1:
+                np.multiply(T_t[s:e], Q[s:e], out=g)       # chain.times: k = 1, an outer product
+            else:
+                np.matmul(T_t[s:e], Q[s:e], out=g)
+            g *= lr[s:e]
+            np.subtract(W[s:e], g, out=W[s:e])
+    b.state = b.state._replace(count=b.state.count + 1)
+
+
 def _update(b, G, saved, alive):
     """One optimizer step of bucket b from dL/dW_e = G; frozen configs keep params and state."""
     if b.e2e:
@@ -225,7 +268,7 @@ def _update(b, G, saved, alive):
         new_state = b.state
     else:
         grads = [G] if b.depth == 1 else layer_gradients(b.params, G, saved)
-        new_params, new_state = b.optimizer.update(grads, b.state, b.params, b.hyper)
+        new_params, new_state = b.optimizer.update(grads, b.state, b.params, b.step_hyper)
     if alive is None:       # every config of the call is alive
         b.params, b.state = new_params, new_state
     else:
