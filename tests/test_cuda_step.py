@@ -333,3 +333,19 @@ def test_result_meta_says_what_ran(monkeypatch):
     assert res.meta["step"] == "cuda-fused" and res.meta["example_splits"] >= 1
     # Z and D are never stored: what a config costs is its parameters, state, scratch and rows
     assert 0 < res.meta["device_bytes_per_config"] < 64 * 1024
+
+
+def test_all_l2_calls_run_the_fused_step_on_the_gram_data(monkeypatch):
+    """gram (default, d < m): an all-l2 call steps the fused kernels over the d + 1 rows of
+    gpulinear.gram's compressed data; its numbers equal the NumPy data path's."""
+    X, Y = problem(k=2, m=40, d=6)
+    cfgs = mixed(2)
+    kw = dict(loss="l2", steps=40, log_every=7, diverge_above=1e6, target=0.05)
+    ref = gl.train(X, Y, cfgs, backend="numpy", gram=False, **kw)
+    assert ref.diverged.any() and not ref.diverged.all()
+    got = train_through_cuda_step(monkeypatch, TwinLauncher(), X, Y, cfgs, **kw)
+    assert got.meta["step"] == "cuda-fused+gram" and got.meta["gram_rows"] == 7
+    assert_same_run(got, ref, rtol=1e-10)
+    plain = train_through_cuda_step(monkeypatch, TwinLauncher(), X, Y, cfgs, gram=False, **kw)
+    assert plain.meta["step"] == "cuda-fused" and "gram_rows" not in plain.meta
+    assert_same_run(plain, ref, rtol=1e-12)
