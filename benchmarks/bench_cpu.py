@@ -79,10 +79,12 @@ def batched_gd(X, y, Ws, lrs, p, steps):
         if t == steps:
             return L.astype(np.float64)
         G = (D.reshape(B * k, m) @ X).reshape(B, k, d) / m                 # dL/dW_e
-        # v = G W_1^T .. W_{j-1}^T (B, k, n_{j-1}); dL/dW_j = suffix[j]^T v (old weights)
+        # layer Ws[j] = W_{j+1}: dL/dW_{j+1} = (W_N..W_{j+2})^T G (W_j..W_1)^T
+        #   = suffix[j+1]^T v with v = G W_1^T .. W_j^T (B, k, n_j), grown from the input side;
+        # every factor is read before its own update (same step's weights)
         v = G
         for j in range(N):
-            g = v if j == N - 1 else suffix[j].transpose(0, 2, 1) @ v
+            g = v if j == N - 1 else suffix[j + 1].transpose(0, 2, 1) @ v
             if j < N - 1:
                 v = v @ Ws[j].transpose(0, 2, 1)
             Ws[j] -= lr * g
