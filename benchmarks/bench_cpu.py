@@ -104,9 +104,11 @@ def stacked_weights(cfgs, d, k):
     return [np.stack([w[j] for w in per]) for j in range(len(per[0]))]
 
 
-def measure(run, repeat, min_s, min_steps, max_steps, quantum=1):
+def measure(run, repeat, min_s, min_steps, max_steps, long_s=math.inf, quantum=1):
     """(best seconds, steps): run(steps) timed on whole calls.  Calibration calls grow steps
-    until a call lasts >= min_s (or max_steps); the last of them is the first of `repeat`."""
+    until a call lasts >= min_s (or max_steps); the last of them is the first of `repeat`.
+    A call of >= long_s is timed once (its noise is small next to its length; the slow points
+    would otherwise take most of the run's time budget)."""
     def timed(s):
         gc.collect()
         t0 = time.perf_counter()
@@ -122,7 +124,7 @@ def measure(run, repeat, min_s, min_steps, max_steps, quantum=1):
         # the fixed cost of a call makes t/s overestimate a step: grow at least 2x per try
         s = min(up(max_steps), up(max(2 * s, math.ceil(1.2 * s * min_s / max(t, 1e-6)))))
         t = timed(s)
-    times = [t] + [timed(s) for _ in range(repeat - 1)]
+    times = [t] + [timed(s) for _ in range(repeat - 1 if t < long_s else 0)]
     return min(times), s
 
 
@@ -249,6 +251,9 @@ def run_point(pt, X, y, peer, timing):
         seen["res"] = gl.train(X, y, cfgs, loss=loss, steps=steps, log_every=max(steps, 1),
                                backend="numpy", dtype=dtype, progress=False, **kw)
 
+    t0 = time.perf_counter()
+    train(0)        # the fixed cost of a call: init_weights per config, stacking, setup
+    row["train_setup_s"] = time.perf_counter() - t0
     t, s = measure(train, **timing)
     row.update(train_s=t, train_steps=s, train=B * s / t,
                diverged=int(seen["res"].diverged.sum()),
@@ -295,6 +300,17 @@ def run_point(pt, X, y, peer, timing):
     return row
 
 
+def _finite(obj):
+    """nan/inf -> None, so the JSON file is strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def fmt(x, ratio=False):
     if x is None or not math.isfinite(x):
         return "nan"
@@ -321,6 +337,8 @@ def main(argv=None):
     ap.add_argument("--min-time", type=float, default=0.3, help="seconds a timed call lasts")
     ap.add_argument("--min-steps", type=int, default=3)
     ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--long-call", type=float, default=2.0, help="a call this long (s) is "
+                    "timed once, not best of --repeat")
     ap.add_argument("--quick", action="store_true", help="CI: a tiny subset (unless --only), "
                     "calls of a few steps, one repeat")
     ap.add_argument("--no-jax", action="store_true", help="skip the JAX peer")
@@ -329,9 +347,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t_start = time.perf_counter()
     timing = dict(repeat=args.repeat, min_s=args.min_time, min_steps=args.min_steps,
-                  max_steps=args.max_steps)
+                  max_steps=args.max_steps, long_s=args.long_call)
     if args.quick:
-        timing = dict(repeat=1, min_s=0.0, min_steps=2, max_steps=2)
+        timing = dict(repeat=1, min_s=0.0, min_steps=2, max_steps=2, long_s=math.inf)
     pts = points(quick=args.quick and not args.only, only=args.only)
     if not pts:
         raise SystemExit(f"--only {args.only!r} selects no point")
@@ -347,20 +365,25 @@ def main(argv=None):
         floors.append(dict(dtype=dtype, B=B, gflops=rate, floor=rate * 1e9 / (4 * m * (d + 1))))
     print("\n".join(header_lines(info, floors)))
     print(f"# Ethanol {m}x{d}, k 1, gd, lrs geomspace(1e-6, 1e-4, B); whole calls of >= "
-          f"{timing['min_s']} s, best of {timing['repeat']}; cs/s = config-steps per second")
+          f"{timing['min_s']} s, best of {timing['repeat']} (once if >= {timing['long_s']} s); "
+          "cs/s = config-steps per second; train's calls include its setup (init_weights of "
+          "every config), the others start from the stacked weights")
     print("\n".join(TABLE), flush=True)
 
     rows = []
     for pt in pts:
+        t0 = time.perf_counter()
         row = run_point(pt, X, y, peer, timing)
+        row["point_s"] = time.perf_counter() - t0
         row["floor"] = next(f["floor"] for f in floors
                             if (f["dtype"], f["B"]) == (pt["dtype"], pt["B"]))
         rows.append(row)
         print(table_row(row), flush=True)
         if args.json:
             with open(args.json + ".tmp", "w") as f:
-                json.dump({"meta": info, "floors": floors, "timing": timing, "points": rows,
-                           "elapsed_s": time.perf_counter() - t_start}, f, indent=1)
+                json.dump(_finite({"meta": info, "floors": floors, "timing": timing,
+                                   "points": rows, "elapsed_s": time.perf_counter() - t_start}),
+                          f, indent=1)
             os.replace(args.json + ".tmp", args.json)
     bad = [r for r in rows if r["diverged"] or r["diverged_batched"]]
     for r in rows:
@@ -370,6 +393,11 @@ def main(argv=None):
                   f"{r['diverged_batched']} in batched NumPy (frozen configs skew the timing)")
     print(f"# diverged configs per point: {[r['diverged'] for r in rows]}"
           + ("" if bad else " (none)"))
+    heavy = [f"{r['dtype']}/B{r['B']}/{r['depth']}x{r['width']}/{r['loss']} "
+             f"{100 * r['train_setup_s'] / r['train_s']:.0f}%"
+             for r in rows if r["train_setup_s"] > 0.2 * r["train_s"]]
+    if heavy:
+        print("# train's setup (a steps=0 call) is >= 20% of its timed call at: " + ", ".join(heavy))
     notes = sorted({n for r in rows for n in r["notes"]})
     if peer is None:
         notes.append(jax_note)
