@@ -115,14 +115,14 @@ def measure(run, repeat, min_s, min_steps, max_steps, long_s=math.inf, quantum=1
         run(s)
         return time.perf_counter() - t0
 
-    def up(s):
-        return max(quantum, -(-s // quantum) * quantum)
+    def up(s):                  # a multiple of quantum (JAX: whole chunks)
+        return -(-s // quantum) * quantum
 
     s = up(min_steps)
     t = timed(s)
     while t < min_s and s < max_steps:
         # the fixed cost of a call makes t/s overestimate a step: grow at least 2x per try
-        s = min(up(max_steps), up(max(2 * s, math.ceil(1.2 * s * min_s / max(t, 1e-6)))))
+        s = min(up(max_steps), up(max(2 * s, 1, math.ceil(1.2 * s * min_s / max(t, 1e-6)))))
         t = timed(s)
     times = [t] + [timed(s) for _ in range(repeat - 1 if t < long_s else 0)]
     return min(times), s
@@ -234,7 +234,7 @@ def load_jax_peer():
         from jax_peer import make_peer
         return make_peer, jax.__version__
     except Exception as exc:   # not installed, or a broken jaxlib: nan and a note, no crash
-        return None, f"jax unavailable ({type(exc).__name__}: {exc})"
+        return None, f"unavailable ({type(exc).__name__}: {exc}); JAX columns are nan"
 
 
 def run_point(pt, X, y, peer, timing):
@@ -251,14 +251,13 @@ def run_point(pt, X, y, peer, timing):
         seen["res"] = gl.train(X, y, cfgs, loss=loss, steps=steps, log_every=max(steps, 1),
                                backend="numpy", dtype=dtype, progress=False, **kw)
 
-    t0 = time.perf_counter()
-    train(0)        # the fixed cost of a call: init_weights per config, stacking, setup
-    row["train_setup_s"] = time.perf_counter() - t0
+    # the fixed cost of a call (init_weights per config, stacking, buffers): a steps=0 call
+    row["train_setup_s"], _ = measure(train, **dict(timing, min_s=0.0, min_steps=0))
     t, s = measure(train, **timing)
     row.update(train_s=t, train_steps=s, train=B * s / t,
                diverged=int(seen["res"].diverged.sum()),
                final_loss_max=float(np.nanmax(seen["res"].loss[:, -1])))
-    per_step = t / s
+    per_step = t / s                                       # s/step, setup included
     row["train_data"] = math.nan
     if loss == "l2":
         try:
@@ -279,13 +278,12 @@ def run_point(pt, X, y, peer, timing):
     t, s = measure(batched, **timing)
     row.update(batched_s=t, batched_steps=s, batched=B * s / t,
                diverged_batched=int((~np.isfinite(box["L"])).sum()))
+    per_step = min(per_step, t / s)
 
     row["jax"] = math.nan
-    if peer is None:
-        row["notes"].append("no JAX")
-    else:
-        # chunk = steps per lax.scan: 10 where a step is short (the loop's per-chunk cost
-        # vanishes), 1 where a step takes >= 30 ms (10 steps would overshoot the call time)
+    if peer is not None:
+        # chunk = steps per lax.scan: 10 where a NumPy step is short (the loop's per-chunk cost
+        # vanishes), 1 where it takes >= 30 ms (10 steps would overshoot the call time)
         chunk = 10 if per_step < 0.03 else 1
         run = peer(X, y, lrs, depth, width, p=P[loss], dtype=dtype, chunk=chunk, weights=W0)
         t0 = time.perf_counter()
@@ -357,8 +355,9 @@ def main(argv=None):
     X, y = gl.datasets.ethanol()
     m, d = X.shape
     info = machine_info()
-    peer, jax_note = (None, "skipped (--no-jax)") if args.no_jax else load_jax_peer()
-    info["jax"] = jax_note if peer is None else jax_note
+    peer, jax_note = ((None, "skipped (--no-jax); JAX columns are nan") if args.no_jax
+                      else load_jax_peer())
+    info["jax"] = jax_note
     floors = []
     for dtype, B in sorted({(p["dtype"], p["B"]) for p in pts}, key=lambda t: (t[0], t[1])):
         rate = gemm_rate(m, d, B, dtype, min_s=0.02 if args.quick else 0.3)
@@ -400,7 +399,7 @@ def main(argv=None):
         print("# train's setup (a steps=0 call) is >= 20% of its timed call at: " + ", ".join(heavy))
     notes = sorted({n for r in rows for n in r["notes"]})
     if peer is None:
-        notes.append(jax_note)
+        notes.append("jax " + jax_note)
     if notes:
         print("# notes: " + "; ".join(notes))
     print(f"# {len(rows)} points in {time.perf_counter() - t_start:.0f} s")
