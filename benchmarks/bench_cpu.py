@@ -179,7 +179,7 @@ def machine_info():
 def header_lines(info, floors):
     out = [f"# {info['date']}: {info['cpu']}, {info['cores']} cores; vector: "
            f"{' '.join(info['vector']) or 'none seen'}",
-           f"# python {info['python']}, numpy {info['numpy']}, jax {info['jax'] or 'absent'}, "
+           f"# python {info['python']}, numpy {info['numpy']}, jax {info['jax'] or 'not run (see notes)'}, "
            f"gpulinear {info['gpulinear']}"]
     for b in info["blas"]:
         out.append(f"# BLAS: {b.get('internal_api')} {b.get('version')}, kernel "
@@ -327,6 +327,31 @@ def table_row(r):
             f"{fmt(r['train_data']) if r['loss'] == 'l2' else ''} |")
 
 
+def footer_lines(rows, jax_note=None):
+    """Divergence per point (and a warning for each point with any), setup share, notes."""
+    out = []
+    for r in rows:
+        if r["diverged"] or r["diverged_batched"]:
+            out.append(f"# WARNING: {r['dtype']} B={r['B']} depth {r['depth']} width {r['width']} "
+                       f"{r['loss']}: {r['diverged']} configs diverged in train, "
+                       f"{r['diverged_batched']} in batched NumPy (frozen configs skew the timing)")
+    counts = [r["diverged"] for r in rows]
+    out.append(f"# diverged configs per point (train, table order): {counts}"
+               + ("" if any(counts) else " (none)"))
+    heavy = [f"{r['dtype']}/B{r['B']}/{r['depth']}x{r['width']}/{r['loss']} "
+             f"{100 * r['train_setup_s'] / r['train_s']:.0f}%"
+             for r in rows if r["train_setup_s"] > 0.2 * r["train_s"]]
+    if heavy:
+        out.append("# train's setup (a steps=0 call) is >= 20% of its timed call at: "
+                   + ", ".join(heavy))
+    notes = sorted({n for r in rows for n in r["notes"]})
+    if jax_note:
+        notes.append("jax " + jax_note)
+    if notes:
+        out.append("# notes: " + "; ".join(notes))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="filter, e.g. dtype=float32,B=64,loss=l4 "
@@ -357,7 +382,7 @@ def main(argv=None):
     info = machine_info()
     peer, jax_note = ((None, "skipped (--no-jax); JAX columns are nan") if args.no_jax
                       else load_jax_peer())
-    info["jax"] = jax_note
+    info["jax"] = jax_note if peer is not None else None     # the version, when it runs
     floors = []
     for dtype, B in sorted({(p["dtype"], p["B"]) for p in pts}, key=lambda t: (t[0], t[1])):
         rate = gemm_rate(m, d, B, dtype, min_s=0.02 if args.quick else 0.3)
@@ -384,24 +409,7 @@ def main(argv=None):
                                    "points": rows, "elapsed_s": time.perf_counter() - t_start}),
                           f, indent=1)
             os.replace(args.json + ".tmp", args.json)
-    bad = [r for r in rows if r["diverged"] or r["diverged_batched"]]
-    for r in rows:
-        if r["diverged"] or r["diverged_batched"]:
-            print(f"# WARNING: {r['dtype']} B={r['B']} depth {r['depth']} width {r['width']} "
-                  f"{r['loss']}: {r['diverged']} configs diverged in train, "
-                  f"{r['diverged_batched']} in batched NumPy (frozen configs skew the timing)")
-    print(f"# diverged configs per point: {[r['diverged'] for r in rows]}"
-          + ("" if bad else " (none)"))
-    heavy = [f"{r['dtype']}/B{r['B']}/{r['depth']}x{r['width']}/{r['loss']} "
-             f"{100 * r['train_setup_s'] / r['train_s']:.0f}%"
-             for r in rows if r["train_setup_s"] > 0.2 * r["train_s"]]
-    if heavy:
-        print("# train's setup (a steps=0 call) is >= 20% of its timed call at: " + ", ".join(heavy))
-    notes = sorted({n for r in rows for n in r["notes"]})
-    if peer is None:
-        notes.append("jax " + jax_note)
-    if notes:
-        print("# notes: " + "; ".join(notes))
+    print("\n".join(footer_lines(rows, None if peer is not None else jax_note)))
     print(f"# {len(rows)} points in {time.perf_counter() - t_start:.0f} s")
     return rows
 
