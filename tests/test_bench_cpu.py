@@ -88,3 +88,20 @@ def test_quick_prints_header_and_positive_rates(tmp_path, monkeypatch):
     assert math.isfinite(rows[0]["jax"]) == jax_ok
     data = json.loads(out.read_text())
     assert len(data["points"]) == 1 and data["floors"][0]["floor"] > 0
+
+
+def test_data_path_column_filled_once_train_takes_gram(monkeypatch):
+    seen = []
+    real = gl.train
+
+    def train(*args, gram=True, **kw):      # stands in for the lead's gram= keyword
+        seen.append(gram)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(bench.gl, "train", train)
+    X, y = gl.datasets.ethanol()
+    timing = dict(repeat=1, min_s=0.0, min_steps=2, max_steps=2)
+    row = bench.run_point(dict(dtype="float32", B=3, depth=2, width=2, loss="l2"), X, y, None,
+                          timing)
+    assert False in seen and row["train_data"] > 0 and row["train_data_steps"] == 2
+    assert math.isnan(row["jax"]) and row["batched"] > 0
