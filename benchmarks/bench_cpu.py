@@ -1,22 +1,26 @@
 """CPU benchmark: gl.train(backend="numpy") against a JAX peer and a hand-batched NumPy loop.
 
 Workload: the bundled Ethanol data (m 2565, d 128, k 1), gd, B configs of one shape (depth,
-width) with lrs geomspace(1e-6, 1e-4, B) (none diverges within the step counts used; the count
-is printed per point).  The default matrix is dtype {float64, float32} x B {64, 1024} x
+width) with lrs geomspace(1e-6, 1e-4, B) (lr 1e-4 did not diverge over 3000 steps, the step
+cap, at any shape, loss or dtype here, 2026-12-01; the count is printed per point).  The default matrix is dtype {float64, float32} x B {64, 1024} x
 (depth, width) {(1, 1), (3, 1), (3, 100), (8, 1), (8, 100)} x loss {l4, l2}.  At each point
 the implementations run in this one process, on the same configs from the same start weights
 (gl.init_weights per config, stacked):
     train      gl.train(..., backend="numpy"); for l2 also with gram=False (the data path)
     JAX        benchmarks/jax_peer.make_peer: jit(vmap(grad step)) in lax.scan, compiled first
     batched    batched_gd below: what a competent researcher writes in plain NumPy
-Each is timed on whole calls (a call starts from the initial weights; train's also builds them),
-steps per call picked from calibration calls so a call lasts >= --min-time seconds (between
---min-steps and --max-steps), best of --repeat; the rate is config-steps/s = B steps / seconds.
+Each is timed on whole calls (a call starts from the initial weights; train's also builds them,
+and its setup alone, a steps=0 call, goes to the JSON), steps per call picked from calibration
+calls so a call lasts >= --min-time seconds (between --min-steps and --max-steps), best of
+--repeat (of 2 for calls >= --long-call seconds); the rate is config-steps/s = B steps / seconds.
 The floor line per (dtype, B): the rate of the step's two GEMMs measured here at its shapes,
 over the 4 m (d+1) flops a config-step spends in them.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cpu.py [--json out.json]
-        [--only dtype=float32,B=64,loss=l4] [--repeat 3] [--quick] [--no-jax]
+        [--only dtype=float32,B=64,loss=l4] [--repeat 3] [--min-time 0.3] [--min-steps 3]
+        [--max-steps 3000] [--long-call 2] [--quick] [--no-jax] [--markdown (the default)]
+The full matrix: ~6-7 minutes on this project's 2-core CPU, summed from runs of its parts
+(2026-12-01, engine of that day; the B=1024 width-100 points take half of it).
 """
 from __future__ import annotations
 
