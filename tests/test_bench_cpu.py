@@ -82,7 +82,9 @@ def test_quick_prints_header_and_positive_rates(tmp_path, monkeypatch):
     for i in (5, 8):         # train cs/s, batched NumPy cs/s: always measured
         assert float(cells[i].replace(",", "")) > 0, cells
     assert len(rows) == 1 and rows[0]["train"] > 0 and rows[0]["batched"] > 0
-    assert rows[0]["train"] == pytest.approx(64 * rows[0]["train_steps"] / rows[0]["train_s"])
+    r = rows[0]
+    assert r["train_whole"] == pytest.approx(64 * r["train_steps"] / r["train_s"])
+    assert r["train"] == pytest.approx(64 * r["train_steps"] / max(r["train_s"] - r["train_setup_s"], 1e-9))
     assert rows[0]["diverged"] == 0
     jax_ok = importlib.util.find_spec("jax") is not None
     assert math.isfinite(rows[0]["jax"]) == jax_ok
