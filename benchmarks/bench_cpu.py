@@ -108,9 +108,10 @@ def stacked_weights(cfgs, d, k):
     return [np.stack([w[j] for w in per]) for j in range(len(per[0]))]
 
 
-def measure(run, repeat, min_s, min_steps, max_steps, long_s=math.inf, quantum=1):
+def measure(run, repeat, min_s, min_steps, max_steps, long_s=math.inf, quantum=1, fixed_s=0.0):
     """(best seconds, steps): run(steps) timed on whole calls.  Calibration calls grow steps
-    until a call lasts >= min_s (or max_steps); the last of them is the first of `repeat`.
+    until a call lasts >= fixed_s + min_s (or max_steps), fixed_s being a call's known fixed
+    cost (train's setup); the last of them is the first of `repeat`.
     A call of >= long_s is timed at most twice (the slow points would otherwise take most of
     the run's time budget; twice, as a lone call can land on another process's burst)."""
     def timed(s):
@@ -124,9 +125,10 @@ def measure(run, repeat, min_s, min_steps, max_steps, long_s=math.inf, quantum=1
 
     s = up(min_steps)
     t = timed(s)
-    while t < min_s and s < max_steps:
+    while t - fixed_s < min_s and s < max_steps:
         # the fixed cost of a call makes t/s overestimate a step: grow at least 2x per try
-        s = min(up(max_steps), up(max(2 * s, 1, math.ceil(1.2 * s * min_s / max(t, 1e-6)))))
+        s = min(up(max_steps), up(max(2 * s, 1, math.ceil(
+            1.2 * s * min_s / max(t - fixed_s, 1e-6)))))
         t = timed(s)
     times = [t] + [timed(s) for _ in range((repeat if t < long_s else min(repeat, 2)) - 1)]
     return min(times), s
@@ -257,8 +259,8 @@ def run_point(pt, X, y, peer, timing):
 
     # the fixed cost of a call (init_weights per config, stacking, buffers): a steps=0 call
     row["train_setup_s"], _ = measure(train, **dict(timing, min_s=0.0, min_steps=0))
-    t, s = measure(train, **timing)
     setup = row["train_setup_s"]
+    t, s = measure(train, fixed_s=setup, **timing)
     # steady rate: the call less its setup (JAX and batched are handed the weights, and JAX's
     # compile is outside its timing too); the whole-call rate stays in the JSON
     row.update(train_s=t, train_steps=s, train=B * s / max(t - setup, 1e-9),
@@ -269,7 +271,7 @@ def run_point(pt, X, y, peer, timing):
     row["train_data"] = math.nan
     if loss == "l2":
         try:
-            t2, s2 = measure(lambda st: train(st, gram=False), **timing)
+            t2, s2 = measure(lambda st: train(st, gram=False), fixed_s=setup, **timing)
             row.update(train_data_s=t2, train_data_steps=s2,
                        train_data=B * s2 / max(t2 - setup, 1e-9))
         except TypeError as exc:

@@ -11,7 +11,6 @@ stop_at_target and checkpoints happen there; between them the device runs on its
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import heap, interrupt, memory
+from . import interrupt, memory
 from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int
 from .data import check_data
@@ -129,9 +128,7 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
             "steps_requested": steps, "diverge_above": diverge_above, "step": step.kind}
     targets_on = stop_at_target and targets is not None
     bar = _Progress(steps, progress)
-    # NumPy: freed layers are reused, not page-faulted in again every step (gpulinear.heap)
-    heap_kept = heap.reuse_freed_memory() if which == "numpy" else contextlib.nullcontext()
-    with interrupt.deferred_sigint() as stop, heap_kept:
+    with interrupt.deferred_sigint() as stop:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # handled
                 for end in ([] if finished else segment_ends(
