@@ -58,12 +58,12 @@ def chain_product(layers):
     return forward(layers)[0]
 
 
-def times(xp, A, B):
+def times(xp, A, B, out=None):
     """A @ B; with an inner dimension of 1 (k = 1: an outer product) a broadcast multiply,
     which ran 2.5x faster than batched matmul (B 64, 100 x 128, NumPy 2.4 + OpenBLAS)."""
     if A.shape[-1] == 1:
-        return xp.multiply(A, B)
-    return xp.matmul(A, B)
+        return xp.multiply(A, B, out=out)
+    return xp.matmul(A, B, out=out)
 
 
 def layer_gradients(layers, G, saved=None):
@@ -80,9 +80,9 @@ def layer_gradients(layers, G, saved=None):
     grads = [None] * len(layers)
     A = G
     for j in range(len(layers) - 1, -1, -1):
-        grads[j] = A if j == 0 else xp.matmul(A, xp.swapaxes(arrays[j - 1], -1, -2))
+        grads[j] = A if j == 0 else xp.matmul(A, arrays[j - 1].swapaxes(-1, -2))
         if j > 0:
-            A = xp.matmul(xp.swapaxes(layers[j], -1, -2), A)
+            A = xp.matmul(layers[j].swapaxes(-1, -2), A)
     return grads
 
 
@@ -94,7 +94,7 @@ def output_side_factors(layers, G, suffixes):
     xp = array_namespace(G, *layers)
     factors, Q = [], G                                         # Q_0 = G
     for j in range(len(layers) - 1):                           # 0-based: layer j+1 of the paper
-        factors.append((xp.swapaxes(suffixes[j], -1, -2), Q))
-        Q = xp.matmul(Q, xp.swapaxes(layers[j], -1, -2))       # (B, k, n_{j+1})
+        factors.append((suffixes[j].swapaxes(-1, -2), Q))
+        Q = xp.matmul(Q, layers[j].swapaxes(-1, -2))       # (B, k, n_{j+1})
     factors.append((None, Q))
     return factors

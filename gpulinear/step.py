@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import array_namespace, to_numpy
-from .chain import forward, layer_gradients, output_side_factors
+from .chain import forward, layer_gradients, output_side_factors, times
 from .e2e import end_to_end_update
 from .gram import GramL2, use_gram
 from .optim import hyper_arrays
@@ -242,8 +242,13 @@ def _gd_in_place(b, G, saved):
     width 100 those passes over memory cost more than the two GEMMs over the data."""
     lr = b.step_hyper["lr"].astype(G.dtype, copy=False)[:, None, None]
     factors = [(None, G)] if saved is None else output_side_factors(b.params, G, saved[1])
-    B = lr.shape[0]
     for W, (T_t, Q) in zip(b.params, factors):      # bottom up: Q and T were formed before
+        if W.nbytes <= _BLOCK_BYTES:                 # small layers: one block, no buffer
+            g = Q.copy() if T_t is None else times(np, T_t, Q)
+            g *= lr
+            np.subtract(W, g, out=W)
+            continue
+        B = W.shape[0]
         rows = max(1, _BLOCK_BYTES // W[0].nbytes)
         buf = np.empty((min(rows, B),) + W.shape[1:], W.dtype)
         for s in range(0, B, rows):
@@ -251,10 +256,8 @@ def _gd_in_place(b, G, saved):
             g = buf[:e - s]
             if T_t is None:
                 g[...] = Q[s:e]
-            elif T_t.shape[-1] == 1:
-                np.multiply(T_t[s:e], Q[s:e], out=g)       # chain.times: k = 1, an outer product
             else:
-                np.matmul(T_t[s:e], Q[s:e], out=g)
+                times(np, T_t[s:e], Q[s:e], out=g)
             g *= lr[s:e]
             np.subtract(W[s:e], g, out=W[s:e])
     b.state = b.state._replace(count=b.state.count + 1)
