@@ -64,11 +64,13 @@ class ArrayStep:
         for b in self.buckets:
             if b.loss.residual:
                 self.Wa[b.rows, :, d:] = -xp.eye(k, dtype=dt)
-        self.Z = xp.empty((Cd, k, m), dtype=dt)
-        # G of the data rows kept transposed, (d + k, Cd k): the backward GEMM X^T D^T with X^T
-        # contiguous ran at 44 GFLOP/s against 32 for D X (OpenBLAS, 2 cores, C = 64, Ethanol,
-        # 2026-11-30); the forward GEMM also reads X^T contiguous (+10 % float64, +30 % float32
-        # at C = 64 against the transposed view, 2026-12-01)
+        # Residuals and l'(R) live examples-major, (m, Cd k), seen as (Cd, k, m) views: both
+        # GEMMs then read their big operand plainly, R^T = [X, Y] [We, -I]^T and
+        # G^T = [X, Y]^T l'(R)^T (X^T contiguous).  Against (Cd k, m) buffers this ran at +3 %
+        # float64, +15-30 % float32 (OpenBLAS SkylakeX kernels, 2 cores, C 64 / 1024, Ethanol,
+        # 2026-12-01); G stays transposed, (d + k, Cd k), as that GEMM writes it.
+        self.RT = xp.empty((m, Cd * k), dtype=dt)
+        self.Z = _rows_view(self.RT, Cd, k)                              # (Cd, k, m) view
         self.GaT = xp.empty((d + k, Cd * k), dtype=dt)
         self.Ga = self.GaT.T.reshape(Cd, k, d + k)                       # (Cd, k, d + k) view
         self.values = xp.empty(C, dtype=dt)
@@ -81,9 +83,10 @@ class ArrayStep:
             else:
                 self.segments.append((b.loss, b.rows))
         self.d_is_r = all(_is_l2(loss) for loss, _ in self.segments)
-        self.D = None if self.d_is_r else xp.empty_like(self.Z)
+        self.DT = None if self.d_is_r else xp.empty_like(self.RT)
+        self.D = None if self.d_is_r else _rows_view(self.DT, Cd, k)
         self.work = None if all(loss.residual for loss, _ in self.segments) \
-            else xp.empty_like(self.Z)                                   # xent's scratch
+            else _rows_view(xp.empty_like(self.RT), Cd, k)               # xent's scratch
         self.rows_of = np.concatenate([b.index for b in self.buckets])   # buffer row -> config
         self.rec_steps = rec_steps
         self.log = xp.full((C, len(rec_steps)), np.nan, dtype=dt)
@@ -177,15 +180,15 @@ class ArrayStep:
         (Cd, k, d + k) dot on Ga, which the gradient GEMM computes anyway (its last k columns)."""
         xp, Cd, k, d, m = self.xp, self.Cd, self.k, self.d, self.m
         Wa = self.Wa[:Cd]
-        xp.matmul(Wa.reshape(Cd * k, d + k), self.XaT, out=self.Z.reshape(Cd * k, m))
-        D = self.Z if self.d_is_r else self.D       # l2 only: l'(R) = R, no pass at all
+        xp.matmul(self.Xa, Wa.reshape(Cd * k, d + k).T, out=self.RT)
+        DT = self.RT if self.d_is_r else self.DT    # l2 only: l'(R) = R, no pass at all
         for loss, rows in self.segments:             # the loss pass: once per loss, any depth
             if not loss.residual:
                 self.values[rows] = loss.value_and_grad(self.Z[rows], self.Yt, self.D[rows],
                                                         self.work[rows])
-            elif D is self.D:
+            elif DT is self.DT:
                 loss.grad_into(self.Z[rows], out=self.D[rows])
-        xp.matmul(self.XaT, D.reshape(Cd * k, m).T, out=self.GaT)
+        xp.matmul(self.XaT, DT, out=self.GaT)
         for loss, rows in self.segments:
             if not loss.residual:
                 continue
@@ -206,6 +209,11 @@ class ArrayStep:
                 _gd_in_place(b, self._grad_of(b), saved[id(b)])
             else:
                 _update(b, self._grad_of(b), saved[id(b)], None if all_alive else self.alive[b.rows])
+
+
+def _rows_view(AT, C, k):
+    """The (C, k, m) view of an examples-major (m, C k) buffer."""
+    return AT.reshape(AT.shape[0], C, k).transpose(1, 2, 0)
 
 
 def _is_l2(loss) -> bool:
