@@ -161,7 +161,10 @@ class ArrayStep:
             values[self.Cd:] = self.gram.value_and_grad(self.We[self.Cd:], self.Gg, self.sigma,
                                                         self.w_star)
         alive = self.alive
-        healthy = xp.isfinite(values) & (values <= self.limit) & xp.isfinite(self.We).all(axis=(1, 2))
+        # non-finite weights make their sum non-finite (and a sum that overflows holds weights
+        # near 1e308: diverged too): one reduction instead of a (C, k, d) boolean pass
+        healthy = (xp.isfinite(values) & (values <= self.limit)
+                   & xp.isfinite(self.We.sum(axis=(1, 2))))
         # copyto(where=) rather than a[mask] = t: CuPy's mask assignment syncs with the host
         xp.copyto(self.diverged_at, t, where=alive & ~healthy)
         alive &= healthy
