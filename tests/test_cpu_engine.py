@@ -216,8 +216,11 @@ def test_loss_values_equal_the_lp_formula(p, k):
     np.testing.assert_allclose(res.loss[:, 0], want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("block_bytes", [None, 1024])     # 1024: the blocked branch runs too
 @pytest.mark.parametrize("k", [1, 3])
-def test_gd_in_place_is_bitwise_the_pure_update(monkeypatch, k):
+def test_gd_in_place_is_bitwise_the_pure_update(monkeypatch, k, block_bytes):
+    if block_bytes is not None:
+        monkeypatch.setattr(step_mod, "_BLOCK_BYTES", block_bytes)
     X, Y = regression(k=k, d=7)
     cfgs = gl.grid(depth=[1, 2, 3], width=[1, 4, 60], lr=[1e-3, 2e-3], init_scale=0.3, seed=1)
     kw = dict(loss="l4", steps=25, log_every=5)
