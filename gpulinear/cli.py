@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above")
+TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above", "gram")
+GRAM_FLAG = {"auto": None, "on": True, "off": False}
 
 
 class UsageError(SystemExit):
@@ -55,6 +56,8 @@ def _main(argv) -> int:
     tr.add_argument("--log-every", type=int, default=50)
     tr.add_argument("--backend", default="auto")
     tr.add_argument("--dtype", default="float64")
+    tr.add_argument("--gram", choices=sorted(GRAM_FLAG), default="auto",
+                    help="l2 through the Gram matrix: auto (where d < m), on, off (data path)")
     tr.add_argument("--data", default="ethanol",
                     help="'ethanol' (bundled) or a CSV file whose last column is the target")
     tr.add_argument("--preprocess", default="zscore",
@@ -147,7 +150,7 @@ def _train(args, argv) -> int:
               "optimizer": args.optimizer, "init": args.init, "init_scale": args.init_scale,
               "parameterization": args.parameterization, "seed": args.seed}
     options = {"loss": args.loss, "steps": args.steps, "log_every": args.log_every,
-               "backend": args.backend, "dtype": args.dtype}
+               "backend": args.backend, "dtype": args.dtype, "gram": GRAM_FLAG[args.gram]}
     if args.sweep:
         sweep = _read_toml(args.sweep)
         for table in ("grid", "train"):
@@ -196,6 +199,7 @@ def _check_options(options, args):
     """Each train() option and flag checked before any work, as one line naming the flag."""
     from .backend import resolve_backend, resolve_dtype
     from .config import check_int
+    from .gram import use_gram
     from .losses import get_loss
     from .memory import check_schedule
     checks = [("--steps", lambda: check_int("steps", options["steps"], 0)),
@@ -205,7 +209,8 @@ def _check_options(options, args):
                                                        args.checkpoint_every, 1)),
               ("--loss", lambda: get_loss(options["loss"])),
               ("--dtype", lambda: resolve_dtype(options["dtype"])),
-              ("--backend", lambda: resolve_backend(options["backend"]))]
+              ("--backend", lambda: resolve_backend(options["backend"])),
+              ("--gram", lambda: use_gram(options["gram"], 2, 1))]
     for flag, check in checks:
         try:
             check()

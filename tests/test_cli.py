@@ -49,3 +49,21 @@ def test_train_rejects_bad_flags(tmp_path):
         main(["train", "--lr", "0", "--steps", "1", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--preprocess: unknown"):
         main(["train", "--preprocess", "none", "--steps", "1", "--out", str(tmp_path)])
+
+
+def test_gram_flag_and_sweep_key_reach_train(tmp_path):
+    base = ["train", "--depth", "2", "--lr", "1e-3", "--loss", "l2", "--steps", "4",
+            "--backend", "numpy", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert main(base + ["--gram", "off", "--out", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / n / "result.json").read_text())["meta"] for n in "ab")
+    assert a["step"] == "array+gram" and b["step"] == "array"
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text('[grid]\ndepth = 1\nlr = [1e-3]\n[train]\nloss = "l2"\nsteps = 3\n'
+                     'backend = "numpy"\ngram = false\n')
+    assert main(["train", "--sweep", str(sweep), "--out", str(tmp_path / "c"),
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "c" / "result.json").read_text())["meta"]["step"] == "array"
+    sweep.write_text('[grid]\ndepth = 1\nlr = [1e-3]\n[train]\ngram = "yes"\n')
+    with pytest.raises(SystemExit, match="--gram"):
+        main(["train", "--sweep", str(sweep), "--out", str(tmp_path / "d")])
