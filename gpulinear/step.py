@@ -15,9 +15,12 @@ gpulinear.cuda.step.CudaStep):
     state_arrays() / load_state(z)   everything a checkpoint holds
 Rows: all buckets write their end-to-end matrices into ONE buffer We (C, k, d), so each of the two
 passes over X is one GEMM over every config of the call, whatever its depth:
-    R = [We, -I] [X, Y]^T  (C*k, m)      G = l'(R) [X, Y] / m  (C*k, d + k; the first d used)
+    R^T = [X, Y] [We, -I]^T  (m, Cd k)      G^T = [X, Y]^T l'(R)^T / m  (d + k, Cd k; first d used)
 The targets ride along as k extra columns of X, so the residual R = We X^T - Y comes out of the
-GEMM (lp losses; xent gets 0 there and sees the logits).
+GEMM (lp losses; xent gets 0 there and sees the logits), and the lp loss is read off G's last
+k columns.  l2 configs (with gram on, gpulinear.gram) take the last rows [Cd, C) and skip the
+data: their gradient is (We - W*) Sigma.  Layers and their gradients: gpulinear.chain, on its
+cheaper side; gd without weight decay updates the layers in place (_gd_in_place).
 """
 from __future__ import annotations
 
