@@ -480,22 +480,18 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
     return f"{what}: {size}; {tail}."
 
 
-# Throughput of each experiment, config-steps per CPU-second with one BLAS thread, whole run
-# (training, L*, plots): measured 2026-12-01 on this project's 2-core CPU under load from four
-# other jobs (nice 19, OPENBLAS_NUM_THREADS=1) by running the --full settings at 1/50 of their
-# steps (2,000 instead of 100,000) and extrapolating linearly in steps.  CPU time, not wall: the
-# wall time was 1.5-3x longer only because the cores were shared.  With 2 BLAS threads on
-# shared cores CPU time per step was 4-5x larger (threads spin), hence the 1-thread advice.
-FULL_RATES = {"fig2": 14_300, "fig3": 29_500, "fig4_left": 23_700, "fig4_right": 13_000,
-              "fig5_left": 24_900}
+# Throughput of each experiment in the published full run (results/paper-length, 2026-12-01
+# 18:23-19:05, this project's 2-core CPU, OPENBLAS_NUM_THREADS=1, the CPU engine of issue 11):
+# config-steps / wall seconds of the whole experiment (training, L*, plots).  With 2 BLAS
+# threads on shared cores CPU time per step was 4-5x larger (threads spin), hence 1 thread.
+FULL_RATES = {"fig2": 27_800, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
+              "fig5_left": 32_900}
 # Experiments that are not grids of gl.train calls: seconds per mode, full: the published
-# full run's wall times rounded up (sec3 15 s, sec7 14 s, theorem2 7 s, fig5_right 1,281 s).
+# full run's wall times rounded up (sec3 14 s, sec7 13 s, theorem2 7 s, fig5_right 1,251 s).
 FIXED_SECONDS = {"full": {"sec3": 20, "sec7": 20, "theorem2": 10, "fig5_right": 1300},
                  "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
-# full: config-steps / wall seconds of each experiment in the published full run
-# (results/paper-length, 2026-12-01, 1 BLAS thread, the other core partly busy)
-RATES_NOTE = "rates of the published full run, 2026-12-01, 1 BLAS thread"
+RATES_NOTE = "rates of the published full run, 2026-12-01 18:23, 1 BLAS thread"
 
 
 def blas_threads_limit(backend: str):
