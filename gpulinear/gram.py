@@ -53,11 +53,10 @@ class GramL2:
         """Per-config l2 loss (B,) at We (B, k, d); writes dL/dW_e into G (B, k, d).
         sigma, w_star: self's arrays on We's backend and dtype (made once by the caller)."""
         xp = array_namespace(We)
-        xp_matmul, xp_einsum = xp.matmul, xp.einsum
         E = We - w_star                                          # (B, k, d)
         B, k, d = E.shape     # one (B k, d) x (d, d) GEMM: a batched matmul would be B GEMVs
-        xp_matmul(E.reshape(B * k, d), sigma, out=G.reshape(B * k, d))
-        return self.l_star + 0.5 * xp_einsum("bkd,bkd->b", G, E)
+        xp.matmul(E.reshape(B * k, d), sigma, out=G.reshape(B * k, d))
+        return self.l_star + 0.5 * xp.einsum("bkd,bkd->b", G, E)
 
     def compressed_data(self):
         """(Xc, Yc) with r + 1 rows (r = rank of Sigma <= d) whose l2 loss and gradient equal the

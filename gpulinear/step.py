@@ -257,7 +257,8 @@ def _gd_in_place(b, G, saved):
     lr = b.step_hyper["lr"].astype(G.dtype, copy=False)[:, None, None]
     factors = [(None, G)] if saved is None else output_side_factors(b.params, G, saved[1])
     for W, (T_t, Q) in zip(b.params, factors):      # bottom up: Q and T were formed before
-        if W.nbytes <= _BLOCK_BYTES:                 # small layers: one block, no buffer
+        if W.nbytes <= _BLOCK_BYTES:   # small layers: the loop below as one block, without its
+            # slicing and buffer (~1.5 us a layer; depth-8 width-1 steps are that overhead)
             g = Q.copy() if T_t is None else times(np, T_t, Q)
             g *= lr
             np.subtract(W, g, out=W)

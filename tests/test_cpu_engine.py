@@ -209,8 +209,7 @@ def test_loss_values_equal_the_lp_formula(p, k):
     X, Y = regression(m=50, d=6, k=k, seed=int(10 * p))
     cfgs = gl.grid(depth=[1, 2, 3], width=[1, 3], lr=1e-3, init_scale=0.5, seed=2)
     res = gl.train(X, Y, cfgs, loss=gl.Lp(p), steps=0, gram=False)
-    We = np.stack([gl.plan.start_weights(c, 6, k)[0] if c.depth == 1 else
-                   forward([w[None] for w in gl.init_weights(c, 6, k)])[0][0] for c in cfgs])
+    We = np.stack([forward([w[None] for w in gl.init_weights(c, 6, k)])[0][0] for c in cfgs])
     R = np.einsum("bkd,md->bkm", We, X) - Y.T
     want = lp_terms(R, p)[0].sum(axis=(1, 2)) / (p * X.shape[0])
     np.testing.assert_allclose(res.loss[:, 0], want, rtol=1e-12)
