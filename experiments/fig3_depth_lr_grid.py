@@ -16,7 +16,7 @@ import numpy as np
 import gpulinear as gl
 from gpulinear import analysis, protocol
 from gpulinear.lrsearch import RESOLUTIONS, lr_search
-from gpulinear.report import finish_figure, fmt, optimal_losses, save_json, timed_train
+from gpulinear.report import finish_figure, optimal_losses, save_json, timed_train
 
 NAME = "fig3"
 TITLE = "Depth 1/2/3 on Ethanol with the lr grid: l2 slightly slower, l4 accelerated (Fig 3)"

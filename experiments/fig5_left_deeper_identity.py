@@ -15,7 +15,7 @@ import numpy as np
 
 import gpulinear as gl
 from gpulinear import analysis, protocol
-from gpulinear.lrsearch import RESOLUTIONS, lr_search
+from gpulinear.lrsearch import lr_search
 from gpulinear.report import fmt, optimal_losses, save_json, timed_train
 
 NAME = "fig5_left"

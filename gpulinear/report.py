@@ -157,12 +157,37 @@ def reproduce_main(args) -> int:
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
     if limit is not None:
         limit.unregister()
+    failed = any(s[3].startswith("failed") for s in sections)
+    sections = _with_earlier_runs(sections, out)
     robustness_figure(sections, out / "robustness.png")
     report = _render(sections, quick, backend, tiny)
     (out / "REPORT.md").write_text(report)
     print(summary(sections, tiny))
     print(f"wrote {out / 'REPORT.md'}")
-    return 0 if all(not s[3].startswith("failed") for s in sections) else 1
+    return 1 if failed else 0
+
+
+def _with_earlier_runs(sections, out: Path) -> list:
+    """The sections just run, plus every other experiment whose JSON an earlier run left in
+    `out` (so `reproduce fig5_right --out DIR` updates one part of DIR's report), in report
+    order.  Their status names the JSON's date."""
+    ran = {s[0] for s in sections}
+    merged = []
+    for name in EXPERIMENTS:
+        if name in ran:
+            merged += [s for s in sections if s[0] == name]
+            continue
+        doc = out / name / f"{name}.json"
+        if doc.exists():
+            try:
+                data = json.loads(doc.read_text())
+            except (OSError, ValueError):
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.stat().st_mtime))
+            wall = sum(t.get("wall_s", 0.0) for t in data.get("timings", []))
+            merged.append((name, experiment_title(name), data,
+                           f"ran earlier in this folder ({when}; training {wall:.0f} s)", wall))
+    return merged
 
 
 def experiment_title(name: str) -> str:
