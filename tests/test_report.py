@@ -70,6 +70,18 @@ def test_reproduce_command_writes_report(tmp_path, capsys):
         main(["reproduce", "nope", "--tiny", "--out", str(tmp_path)])
 
 
+def test_reproduce_keeps_experiments_run_earlier_in_the_folder(tmp_path, capsys):
+    earlier = {"claims": [{"claim": "an earlier claim", "measured": "3x", "verdict": "holds"}],
+               "timings": [{"wall_s": 12.0}]}
+    (tmp_path / "fig3").mkdir()
+    (tmp_path / "fig3" / "fig3.json").write_text(json.dumps(earlier))
+    assert main(["reproduce", "fig4_right", "--tiny", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "| fig3 | an earlier claim | 3x | **holds** |" in report
+    assert "ran earlier in this folder" in report
+    assert report.index("| fig3 |") < report.index("| fig4_right |")     # report order
+
+
 # ------------------------------------------------------------------ the speed-up rule
 
 def test_speedup_three_times_sooner_with_tied_final_gaps():
