@@ -116,13 +116,8 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         fig = "fig4_left.png" if not data["figures"] else f"fig4_left_{features}_y{y_scale:g}.png"
         _plot(search, out / fig, f"Ethanol ({label}), l4, best lr per model (refined, rule a)")
         data["figures"].append(fig)
-    for c, text in CLAIMS.items():
-        data["claims"].append(protocol.claim_record(
-            text, variants["refined"][c], AXES, " || ".join(lines[c]),
-            grid_variants=variants["grid"][c], mode=mode,
-            needs="the paper's 100,000 steps (--full)"))
-    data["evidence"] = [f"{c['claim']}: {c['verdict']} ({c['reason']}); on the paper's grid "
-                        f"alone: {c['grid_verdict']}." for c in data["claims"]]
+    data["claims"], data["evidence"] = protocol.variant_claims(
+        CLAIMS, variants, lines, AXES, mode, needs="the paper's 100,000 steps (--full)")
     data["setup"] = (f"l4, N(0, 0.01^2) init; depth-3 GD, depth-1 GD, AdaGrad and AdaDelta on "
                      f"depth 1 each with torch.optim's and TensorFlow 1's semantics "
                      f"({ {fw: {o: semantics(fw, o) for o in ('adagrad', 'adadelta')} for fw in FRAMEWORKS} }); "
@@ -143,20 +138,13 @@ def _measured(label, search, rec, claim, seeds) -> str:
             if claim == "both":
                 parts.append(f"{fw} rule {protocol.RULE_LABELS[rule][0]}: depth-3 GD (lr "
                              f"{lr[('gd', 3)]:.3g}) over AdaGrad (lr {lr[('adagrad', fw)]:.3g}) "
-                             f"{_spread(sp['vs AdaGrad'])}, over AdaDelta (lr "
-                             f"{lr[('adadelta', fw)]:.3g}) {_spread(sp['vs AdaDelta'])}")
+                             f"{protocol.spread(sp['vs AdaGrad'])}, over AdaDelta (lr "
+                             f"{lr[('adadelta', fw)]:.3g}) {protocol.spread(sp['vs AdaDelta'])}")
             else:
                 parts.append(f"{fw} rule {protocol.RULE_LABELS[rule][0]}: AdaGrad (lr "
                              f"{lr[('adagrad', fw)]:.3g}) over depth-1 GD (lr "
-                             f"{lr[('gd', 1)]:.3g}) {_spread(sp['AdaGrad vs GD'])}")
+                             f"{lr[('gd', 1)]:.3g}) {protocol.spread(sp['AdaGrad vs GD'])}")
     return f"[{label}, {len(seeds)} seed(s)] " + "; ".join(parts)
-
-
-def _spread(values) -> str:
-    v = [x for x in values if np.isfinite(x)]
-    if not v:
-        return "n/a"
-    return f"{np.median(v):.2g}x" + (f" ({min(v):.2g}-{max(v):.2g})" if len(v) > 1 else "")
 
 
 def _plot(search, path, title):
