@@ -70,6 +70,28 @@ def test_reproduce_command_writes_report(tmp_path, capsys):
         main(["reproduce", "nope", "--tiny", "--out", str(tmp_path)])
 
 
+def test_reproduce_jobs_runs_experiments_in_processes_with_the_same_report(tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["reproduce", "sec3", "theorem2", "--tiny", "--out", str(one)]) == 0
+    assert main(["reproduce", "sec3", "theorem2", "--tiny", "--jobs", "2", "--out", str(two)]) == 0
+    printed = capsys.readouterr().out
+    assert "on 2 processes" in printed
+    for name in ("sec3", "theorem2"):
+        a = json.loads((one / name / f"{name}.json").read_text())["claims"]
+        b = json.loads((two / name / f"{name}.json").read_text())["claims"]
+        assert a == b                    # the same numbers whichever process ran them
+    assert (two / "REPORT.md").read_text().index("| sec3 |") < \
+        (two / "REPORT.md").read_text().index("| theorem2 |")
+    with pytest.raises(SystemExit):
+        main(["reproduce", "sec3", "--tiny", "--jobs", "0", "--out", str(one)])
+
+
+def test_makespan_is_list_scheduling():
+    from gpulinear.report import makespan
+    assert makespan([27, 20, 17, 17, 6, 2], 2) == 45
+    assert makespan([10, 1], 1) == 11 and makespan([], 3) == 0
+
+
 def test_reproduce_keeps_experiments_run_earlier_in_the_folder(tmp_path, capsys):
     earlier = {"claims": [{"claim": "an earlier claim", "measured": "3x", "verdict": "holds"}],
                "timings": [{"wall_s": 12.0}]}
