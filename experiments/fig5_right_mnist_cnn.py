@@ -108,7 +108,7 @@ MODES = {
 # (results/paper-length, 2026-12-01, 1 torch thread) took 1,250 s for 36,186 iterations
 # (2 x 8593 main + 19 x 1000 grid), 0.0346 s per iteration with validation and plotting; the
 # "product" reading's step forms W_2 W_1 (3 x 0.82 GMAC more than the ~2.4 GMAC step): counted
-# as PRODUCT_COST = 2 iterations (measured 1.5x on this CPU under load, 2026-12-07).
+# as PRODUCT_COST = 2 iterations (measured 1.5x and 1.9x on this CPU under load, 2026-12-07).
 # Cost (full_cpu_iterations): 8593 x (1 + 1 + 2 + 1) main + 500 x [5 fresh lrs x (1 + 4) + 3 fresh
 # stds x 4] = 42,965 + 18,500 = 61,465 iteration-equivalents, x 0.035 s = 2,151 s = 36 min, an
 # upper bound: runs that diverge stop within 25 iterations (in the published run lr 0.5 for
@@ -413,7 +413,7 @@ def plot(path: pathlib.Path, runs: dict, window: int) -> None:
         base = curve(runs["original"], measure, window)
         for label, run in runs.items():
             c = curve(run, measure, window)
-            name = "original" if label == "original" else f"overparam., L2 on {label}"
+            name = "original" if label == "original" else f"overparameterized, L2: {label}"
             ax.plot(steps_of(c), np.where(np.isfinite(c), c, np.nan), label=name,
                     color=COLORS.get(label))
         for level in analysis.baseline_levels(steps_of(base), base):
