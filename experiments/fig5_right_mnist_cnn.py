@@ -22,7 +22,9 @@ The L2 term of the overparameterized model: the paper says only that besides the
 reading (L2_READINGS) is its own training run of the overparameterized model (the original's L2 is
 unambiguous: its dense weights and biases):
   "factors"   5e-4 x l2_loss of every factor (W_1 and the new W_2) and the biases: every trainable
-              dense tensor treated alike, as a regularizer over tf.trainable_variables() would;
+              dense tensor treated alike, as a regularizer over tf.trainable_variables() would
+              (on the end-to-end matrix a different penalty: the minimum of |W_1|^2 + |W_2|^2 over
+              factorizations is 2 x its nuclear norm); the reading of the earlier runs;
   "product"   5e-4 x l2_loss of the end-to-end matrix W_2 W_1 and the biases: the line unchanged
               with fc1_weights now standing for the product, i.e. the original model's regularizer
               on the same function (then the two models minimize the same objective over the same
@@ -34,8 +36,9 @@ unambiguous: its dense weights and biases):
               with fc1_weights still naming the original variable, the new matrix unregularized.
 Measures (MEASURES), both on the trailing moving average of the per-iteration batch values
 ("smoothed", window per mode): "total" = cross-entropy + that run's own L2 term, the tutorial's
-printed "minibatch loss" and so what the paper's figure plots; "ce" = the batch cross-entropy alone
-(the same quantity in every run).  Under "total" the models are compared on what each minimizes.
+printed "minibatch loss", so most likely what the paper's figure ("batch loss") plots; "ce" = the
+batch cross-entropy alone (the same quantity in every run).  Under "total" each model is measured
+on what it minimizes.  No reading or measure is the default: the headline combines all of them.
 
 Verdicts (gpulinear.analysis, one rule for the report): the speed-up of a model over the original
 is the original's iterations / the model's to reach the smoothed loss the ORIGINAL reaches at
