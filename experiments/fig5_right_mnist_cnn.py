@@ -95,7 +95,8 @@ IDENTICAL = 2.0        # "almost identical" rates: max/min of the stds' median s
 
 # Iterations per run.  tiny: a smoke test of seconds (the test suite runs it).  quick: 4 main
 # runs of 500 iterations and grids of 100, ~4,000 iteration-equivalents (COST), ~2.5 min on a
-# quiet 2-core CPU at CPU_SECONDS_PER_ITERATION, ~10 min when it is shared.  Grid runs at the
+# quiet 2-core CPU at CPU_SECONDS_PER_ITERATION; 24 min measured on 2026-12-07 with the CPU
+# shared by ~9 other jobs (load average 8-11).  Grid runs at the
 # tutorial's lr (0.01) / std (0.1) reuse the first iterations of the main runs.
 MODES = {
     "tiny": {"iterations": 16, "grid_iterations": 6, "lrs": (1e-2, 1e-1), "stds": (1e-2, 1e-1),
