@@ -187,3 +187,15 @@ def _check_positive(name, value):
             or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}"
                          + _sweep_hint(name, value))
+
+
+def check_real(name, value) -> float:
+    """`value` as a finite float (numpy floats and ints accepted); a bool or a string, which
+    float() would take as 1.0 or parse, is refused naming `name`."""
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_" \
+            or not isinstance(value, numbers.Real):
+        hint = " (write the number without quotes)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)

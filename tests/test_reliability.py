@@ -41,21 +41,75 @@ def test_a_failed_save_leaves_the_old_pair_loadable(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_a_config_deleted_from_the_json_is_refused(tmp_path):
+def _rewrite_npz(path, change):
+    """Rewrite the .npz at `path` with change(arrays) applied (what an editor by hand does)."""
+    with np.load(path) as z:
+        arrays = dict(z)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def test_a_config_deleted_from_the_saved_document_is_refused(tmp_path):
     _small_result(3).save(tmp_path / "r")
-    doc = json.loads((tmp_path / "r.json").read_text())
-    del doc["configs"][1]
-    (tmp_path / "r.json").write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="r.npz"):
+
+    def drop_config(arrays):
+        doc = json.loads(arrays["document"].tobytes())
+        del doc["configs"][1]
+        arrays["document"] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
+    _rewrite_npz(tmp_path / "r.npz", drop_config)
+    with pytest.raises(ValueError, match="r.npz was changed after saving"):
         gl.Result.load(tmp_path / "r")
 
 
-def test_a_pair_from_two_saves_is_refused(tmp_path):
-    _small_result(1).save(tmp_path / "a")
-    _small_result(3).save(tmp_path / "b")
+def _legacy_save(res, base):
+    """A Result as gpulinear <= 0.1.0 wrote it: arrays in base.npz, configs and meta in
+    base.json, the pair sharing a content hash (format 2)."""
+    from gpulinear.result import _content_hash
+    arrays = {"steps": res.steps, "loss": res.loss, "diverged_at": res.diverged_at,
+              "end_to_end": res.end_to_end}
+    configs = [c.to_dict() for c in res.configs]
+    digest = _content_hash(arrays, configs, res.meta)
+    base.with_name(base.name + ".json").write_text(json.dumps(
+        {"format": "gpulinear.Result/2", "content_hash": digest, "configs": configs,
+         "meta": res.meta}))
+    np.savez(base.with_name(base.name + ".npz"), content_hash=np.array(digest), **arrays)
+
+
+def test_a_legacy_pair_from_two_saves_is_refused(tmp_path):
+    _legacy_save(_small_result(1), tmp_path / "a")
+    _legacy_save(_small_result(3), tmp_path / "b")
+    _assert_same(gl.Result.load(tmp_path / "a"), _small_result(1))     # the old format loads
     os.replace(tmp_path / "b.npz", tmp_path / "a.npz")     # a reader between the two renames
     with pytest.raises(ValueError, match="different saves"):
         gl.Result.load(tmp_path / "a")
+
+
+def test_a_json_claiming_the_old_format_does_not_switch_the_check_off(tmp_path):
+    """Another run's json, its "format" set to the version without a hash, beside this run's
+    npz (which carries a hash): refused, not loaded as that run's configs with these numbers."""
+    _legacy_save(_small_result(3), tmp_path / "a")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    doc["format"] = "gpulinear.Result/1"
+    doc["configs"] = [dict(c, lr=c["lr"] * 10) for c in doc["configs"]]
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="a.npz (and a.json come from different saves|was changed)"):
+        gl.Result.load(tmp_path / "a")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda a: a.pop("loss"),
+    lambda a: a.__setitem__("document", np.frombuffer(b"[1, 2]", np.uint8)),
+    lambda a: a.__setitem__("document", np.frombuffer(b"\xff\xfe", np.uint8)),
+    lambda a: a.__setitem__("extra", np.ones(2)),
+    lambda a: a.__setitem__("document", np.frombuffer(json.dumps(
+        {"format": "gpulinear.Result/3", "configs": [{"depth": 1, "nonsense": 2}], "meta": {},
+         "content_hash": str(a["content_hash"])}).encode(), np.uint8)),
+])
+def test_every_damaged_result_is_one_value_error_naming_the_file(tmp_path, damage):
+    _small_result(2).save(tmp_path / "r")
+    _rewrite_npz(tmp_path / "r.npz", damage)
+    with pytest.raises(ValueError, match="r.npz"):
+        gl.Result.load(tmp_path / "r")
 
 
 def test_result_files_that_are_not_results_are_one_clear_error(tmp_path):
@@ -115,6 +169,17 @@ def test_a_checkpoint_write_that_fails_at_the_end_keeps_the_result(tmp_path, mon
 
 def test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result(
         tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)   # SIG_IGN when the suite runs in the background
+    if before is signal.SIG_IGN:               # a real Ctrl-C needs a handler to be seen
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_case(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _ctrl_c_case(tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)
     whole = gl.train(X, Y, CFGS, steps=100, **KW)
     real = step.ArrayStep._evaluate
 
@@ -133,7 +198,7 @@ def test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result
     np.testing.assert_array_equal(exc.result.loss, whole.loss[:, :6])
     resumed = gl.train(X, Y, CFGS, steps=100, checkpoint=ckpt, resume=True, **KW)
     _assert_same(resumed, whole)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before      # restored to what it was
 
 
 # -- checkpoints are never lost -----------------------------------------------------------------
