@@ -288,6 +288,20 @@ def load(path) -> dict:
     return arrays
 
 
+def checkpoint_exists(path) -> bool:
+    """Whether there is a checkpoint to resume at `path`: the file, or the chunk files of a grid
+    that ran in chunks (gpulinear.engine.chunk_checkpoint)."""
+    p = Path(path)
+    if p.exists():
+        return True
+    head = f"{p.stem}.configs-"
+    try:
+        return any(f.name.startswith(head) and f.name.endswith(p.suffix)
+                   for f in p.parent.iterdir())
+    except OSError:
+        return False
+
+
 def open_run(path, fingerprint: str, steps: int, resume: bool, overwrite: bool):
     """The checkpoint's arrays to continue from, or None to start fresh; enforces the rules:
 
@@ -297,6 +311,8 @@ def open_run(path, fingerprint: str, steps: int, resume: bool, overwrite: bool):
     overwrite=True.  Neither flag -> refused: a rerun never silently discards a checkpoint.
     """
     path = Path(path)
+    if resume and not path.exists():
+        print(f"gpulinear: no checkpoint at {path} yet: starting from step 0", file=sys.stderr)
     if not path.exists() or (overwrite and not resume):
         return None
     try:

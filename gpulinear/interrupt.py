@@ -55,8 +55,9 @@ class TrainingInterrupted(KeyboardInterrupt):
         else:
             where = ("no checkpoint= was given, so a rerun starts over (give checkpoint=<path> "
                      "to make a run resumable)")
-        super().__init__(f"training interrupted ({signal_name(signum)}) at step {step} of "
-                         f"{steps}; {where}; the partial Result is this exception's .result")
+        super().__init__(f"training interrupted at step {step} of {steps} by "
+                         f"{signal_name(signum)}; {where}; the partial Result is this "
+                         "exception's .result")
 
 
 class Insisted(KeyboardInterrupt):
