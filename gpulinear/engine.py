@@ -336,6 +336,9 @@ def _plan(configs, x_shape, k, dt, steps, log_every, free, where) -> list:
     """One estimate for both backends (gpulinear.memory); says so when it chunks."""
     m, d = x_shape
     per, shared = memory.grid_bytes(configs, k, d, m, dt, memory.n_records(steps, log_every))
+    if len(configs) >= memory.BIG_GRID:
+        print(memory.big_grid_message(configs, k, d, m, steps, per, shared, free, where),
+              file=sys.stderr)
     plan = memory.plan_chunks(len(configs), per, free, shared, where=where)
     if plan.message:
         print(plan.message, file=sys.stderr)
