@@ -43,6 +43,13 @@ PROBLEM = textwrap.dedent("""
 """)
 
 
+def _default_signals():
+    """preexec_fn: the child starts with SIGINT, SIGTERM and SIGHUP at their defaults, also when
+    the suite itself runs with them ignored (`bash .ci/run &`, nohup)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _run(script, *args, timeout=60, env=ENV):
     """Run `script` (after PROBLEM) in a child Python; its last stdout line is JSON."""
     proc = subprocess.run([sys.executable, "-c", PROBLEM + textwrap.dedent(script),
@@ -213,7 +220,7 @@ def test_sigterm_in_gl_train_stops_at_a_look_in_with_checkpoint_and_result(tmp_p
     ck = tmp_path / "run.npz"
     child = subprocess.Popen([sys.executable, "-c", PROBLEM + textwrap.dedent(LIBRARY_SIGNAL),
                               str(ck)], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     _wait_for(ck, child)
     child.send_signal(signal.SIGTERM)
     stdout, stderr = child.communicate(timeout=30)
@@ -242,7 +249,8 @@ def test_sigterm_and_sighup_in_the_cli_save_everything_and_release_the_lock(tmp_
             "--steps", "100000000", "--log-every", "1000000", "--backend", "numpy", "--out",
             str(out), "--no-progress", "--checkpoint", str(ck), "--checkpoint-every", "300"]
     child = subprocess.Popen([sys.executable, "-m", "gpulinear.cli", *argv], env=ENV, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=_default_signals)
     _wait_for(ck, child)
     child.send_signal(sig)
     _, stderr = child.communicate(timeout=30)
