@@ -12,6 +12,7 @@ import pytest
 
 import gpulinear as gl
 from gpulinear import engine, step
+from gpulinear.interrupt import TrainingInterrupted
 
 X, Y = gl.datasets.synthetic_regression(m=50, d=4, seed=1)
 CFGS = gl.grid(depth=[1, 2], lr=[1e-2, 3e-2], init_scale=0.2)
@@ -325,3 +326,98 @@ def test_progress_shows_an_eta(capsys):
     bar.update(500)
     bar.close()
     assert "ETA" in capsys.readouterr().err
+
+
+# -- issue 18: chunked grids, numbers that are not numbers, isolation -----------------------------
+
+def _two_chunks(monkeypatch, steps):
+    from gpulinear import memory
+    per, shared = memory.grid_bytes(CFGS, 1, 4, 50, np.float64, memory.n_records(steps, 10))
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: int((2 * per + shared) / 0.8) + 1)
+
+
+def _sigint_in_second_chunk(monkeypatch, at):
+    seen = []
+    real = step.ArrayStep._evaluate
+
+    def evaluate(self, t):
+        if t == at:
+            seen.append(t)
+            if len(seen) == 2:                         # the second chunk's step `at`
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
+    return real
+
+
+@pytest.fixture
+def sigint_handled():
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:                       # the suite may run with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_interrupt_in_a_chunked_grid_keeps_every_finished_chunk(monkeypatch, capsys,
+                                                                  sigint_handled):
+    whole = gl.train(X, Y, CFGS, steps=60, **KW)
+    _two_chunks(monkeypatch, 60)
+    _sigint_in_second_chunk(monkeypatch, 33)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, **KW)
+    assert "in 2 chunks" in capsys.readouterr().err
+    part = info.value.result
+    assert part.configs == CFGS and part.meta["configs_run"] == 4
+    np.testing.assert_array_equal(part.steps, whole.steps)
+    rtol = 8 * np.finfo(float).eps * 60
+    np.testing.assert_allclose(part.loss[:2], whole.loss[:2], rtol=rtol)   # finished: all kept
+    np.testing.assert_allclose(part.loss[2:, :5], whole.loss[2:, :5], rtol=rtol)  # to step 40
+    assert np.isnan(part.loss[2:, 5:]).all()
+
+
+def test_a_chunked_grid_checkpoints_every_chunk_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                    sigint_handled):
+    ck = tmp_path / "run.npz"
+    _two_chunks(monkeypatch, 60)
+    uninterrupted = gl.train(X, Y, CFGS, steps=60, **KW)
+    real = _sigint_in_second_chunk(monkeypatch, 33)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, checkpoint=ck, checkpoint_every=20, **KW)
+    assert info.value.checkpoint is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.configs-0-1.npz",
+                                                          "run.configs-2-3.npz"]
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", real)
+    from gpulinear import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 2**40)   # more memory now:
+    resumed = gl.train(X, Y, CFGS, steps=60, checkpoint=ck, resume=True, **KW)   # same chunks
+    _assert_same(resumed, uninterrupted)
+
+
+@pytest.mark.parametrize("name,value", [("diverge_above", True), ("diverge_above", "1e3"),
+                                        ("target", True), ("target", "0.1"),
+                                        ("target", [0.1, True, 0.1, 0.1])])
+def test_numeric_arguments_refuse_booleans_and_strings_naming_the_argument(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a number|{name} must hold numbers"):
+        gl.train(X, Y, CFGS, steps=10, **{name: value}, **KW)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 2e-6)])
+def test_what_grid_composition_may_change_is_bounded_and_divergence_never_leaks(dtype, rtol):
+    """README's isolation guarantee: a config's numbers depend on the rest of the grid only
+    through BLAS blocking (float64 ~1e-14, float32 ~1e-6 relative), and a diverged config
+    changes nothing at all beyond that."""
+    cfgs = gl.grid(depth=[1, 2, 3], lr=[1e-2, 3e-2], init_scale=0.2, seed=[0, 1])
+    blow = gl.grid(depth=2, lr=1e4, init_scale=0.2)
+    ref = gl.train(X, Y, cfgs, steps=200, dtype=dtype, **KW)
+    for grid in (cfgs[:1], cfgs[:5], cfgs + blow, blow + cfgs[:3], cfgs[::-1]):
+        res = gl.train(X, Y, grid, steps=200, dtype=dtype, **KW)
+        for j, c in enumerate(grid):
+            if c in blow:
+                assert res.diverged[j]
+                continue
+            i = cfgs.index(c)
+            assert not res.diverged[j]
+            np.testing.assert_allclose(res.loss[j], ref.loss[i], rtol=rtol)
+            np.testing.assert_allclose(res.end_to_end[j], ref.end_to_end[i], rtol=10 * rtol,
+                                       atol=rtol)
