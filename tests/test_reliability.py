@@ -113,6 +113,18 @@ def test_every_damaged_result_is_one_value_error_naming_the_file(tmp_path, damag
         gl.Result.load(tmp_path / "r")
 
 
+@pytest.mark.parametrize("edit", [lambda d: d.pop("meta"), lambda d: d.pop("configs"),
+                                  lambda d: d.__setitem__("configs", [[1, 2]]),
+                                  lambda d: d.__setitem__("configs", 3)])
+def test_a_damaged_legacy_json_is_one_value_error_naming_the_file(tmp_path, edit):
+    _legacy_save(_small_result(2), tmp_path / "a")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    edit(doc)
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="a.(json|npz)"):
+        gl.Result.load(tmp_path / "a")
+
+
 def test_result_files_that_are_not_results_are_one_clear_error(tmp_path):
     _small_result(1).save(tmp_path / "r")
     (tmp_path / "t.json").write_text((tmp_path / "r.json").read_text())
