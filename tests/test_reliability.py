@@ -389,7 +389,7 @@ def test_an_interrupt_in_a_chunked_grid_keeps_every_finished_chunk(monkeypatch, 
 
 
 def test_a_chunked_grid_checkpoints_every_chunk_and_resumes_exactly(tmp_path, monkeypatch,
-                                                                    sigint_handled):
+                                                                    sigint_handled, capsys):
     ck = tmp_path / "run.npz"
     _two_chunks(monkeypatch, 60)
     uninterrupted = gl.train(X, Y, CFGS, steps=60, **KW)
@@ -402,8 +402,12 @@ def test_a_chunked_grid_checkpoints_every_chunk_and_resumes_exactly(tmp_path, mo
     monkeypatch.setattr(step.ArrayStep, "_evaluate", real)
     from gpulinear import memory
     monkeypatch.setattr(memory, "available_host_bytes", lambda: 2**40)   # more memory now:
+    capsys.readouterr()
     resumed = gl.train(X, Y, CFGS, steps=60, checkpoint=ck, resume=True, **KW)   # same chunks
     _assert_same(resumed, uninterrupted)
+    err = capsys.readouterr().err
+    assert "run.configs-0-1.npz from step 60" in err, err          # finished: not trained again
+    assert f"run.configs-2-3.npz from step {info.value.step}" in err, err
 
 
 @pytest.mark.parametrize("name,value", [("diverge_above", True), ("diverge_above", "1e3"),
