@@ -437,3 +437,19 @@ def test_what_grid_composition_may_change_is_bounded_and_divergence_never_leaks(
             np.testing.assert_allclose(res.loss[j], ref.loss[i], rtol=rtol)
             np.testing.assert_allclose(res.end_to_end[j], ref.end_to_end[i], rtol=10 * rtol,
                                        atol=rtol)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tmp_path, capsys):
+    gl.train(X, Y, CFGS, steps=10, checkpoint=tmp_path / "run.npz", resume=True, **KW)
+    assert f"no checkpoint at {tmp_path / 'run.npz'} yet: starting from step 0" in \
+        capsys.readouterr().err
+
+
+def test_a_grid_of_1e5_configs_prints_its_estimate_before_allocating(monkeypatch, capsys):
+    from gpulinear import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 4096)     # fails at the plan
+    with pytest.raises(MemoryError):
+        gl.train(X, Y, [CFGS[1]] * 10**5, steps=1000, **KW)
+    err = capsys.readouterr().err
+    assert "100,000 configurations x 1,000 steps: ~" in err and "host memory" in err
+    assert "TFLOP" in err and "GFLOP/s" in err
