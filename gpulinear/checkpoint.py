@@ -93,12 +93,19 @@ class NotWritten(OSError):
 
     def __init__(self, what, attempts, result=None):
         self.what, self.attempts, self.result = what, list(attempts), result
-        tried = "; ".join(f"{p} ({e.strerror or e})" for p, e in self.attempts)
+        tried = "; ".join(f"{p} ({_reason(p, e)})" for p, e in self.attempts)
         tail = (" - the Result is this exception's .result (save it elsewhere: "
                 "exc.result.save(path))" if result is not None else "")
         first = self.attempts[0][1] if self.attempts else None
         super().__init__(getattr(first, "errno", None),
                          f"could not write the {what} anywhere: {tried}{tail}")
+
+
+def _reason(path, exc) -> str:
+    """The reason of an OSError without the path it names (NotWritten names it already)."""
+    text = exc.strerror or str(exc)
+    head = f"cannot write {path}: "
+    return text[len(head):] if text.startswith(head) else text
 
 
 def _host() -> str:

@@ -233,7 +233,8 @@ def _check_run(X, y, configs, options, args):
                 if len(value) != len(configs):
                     raise ValueError(f"{key}: a list needs one value per config ({len(configs)}), "
                                      f"got {len(value)}")
-                [check_real(key, v) for v in value]
+                for v in value:
+                    check_real(key, v)
             elif value is not None:
                 check_real(key, value)
         except (ValueError, TypeError) as exc:

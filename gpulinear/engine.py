@@ -11,6 +11,7 @@ stop_at_target and checkpoints happen there; between them the device runs on its
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -124,14 +125,18 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
             path, fingerprint, dict(step.state_arrays(), t=np.int64(step.t), rec_steps=rec),
             steps), checkpoint)
 
+    failures = []
+
     def save_periodic():
         # a checkpoint that cannot be written anywhere does not end the run (that would lose
-        # it): say so, train on, try again at the next one and at the end
+        # it): say so once, train on, try again at the next one and at the end
         try:
             save()
         except ckpt.NotWritten as exc:
-            print(f"gpulinear: {exc}; training goes on (the next checkpoint tries again)",
-                  file=sys.stderr)
+            if not failures:
+                print(f"gpulinear: {exc}; training goes on (each later checkpoint tries again; "
+                      "further failures are not repeated here)", file=sys.stderr)
+            failures.append(step.t)
 
     meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
             "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every,
@@ -256,11 +261,11 @@ def _merge_partial(done, partial, n_run) -> Result:
     the first `n_run` configs: the finished chunks' records all kept, the interrupted chunk's
     rows NaN where it had not reached."""
     if not done:
-        return Result(**{**partial.__dict__, "meta": dict(partial.meta, configs_run=n_run)})
+        return dataclasses.replace(partial, meta=dict(partial.meta, configs_run=n_run))
     steps = done[0].steps
     loss = np.full((len(partial.configs), len(steps)), np.nan)
     loss[:, :partial.loss.shape[1]] = partial.loss
-    parts = done + [Result(**{**partial.__dict__, "steps": steps, "loss": loss})]
+    parts = done + [dataclasses.replace(partial, steps=steps, loss=loss)]
 
     def cat(name):
         arrays = [getattr(r, name) for r in parts]
