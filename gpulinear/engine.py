@@ -109,10 +109,9 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
     rec = record_steps(steps, log_every)
     step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on)
     fingerprint, finished = None, False
-    meta_ck = {}
+    # the checkpoint a result came from: gpulinear train tells its own --out result by it
+    meta_ck = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     if checkpoint is not None:
-        meta_ck["checkpoint"] = str(checkpoint)
-
         fingerprint = ckpt.run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets,
                                            diverge_above, stop_at_target, step.kind)
         saved = ckpt.open_run(checkpoint, fingerprint, steps, resume, overwrite)
@@ -178,15 +177,20 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
                               dict(meta, interrupted_at=step.t))
             raise interrupt.TrainingInterrupted(partial, step.t, steps, written, stop.signum,
                                                 failed) from None
-    bar.close()
-    if checkpoint is not None:
-        try:
-            written = save()
-        except ckpt.NotWritten as exc:    # nothing finished is discarded: the Result goes along
-            raise ckpt.NotWritten(exc.what, exc.attempts,
-                                  _result(step, configs, rec, targets, meta)) from None
-        if written != Path(checkpoint):
-            meta["checkpoint_rescued_to"] = str(written)
+        bar.close()
+        written = None
+        if checkpoint is not None:       # still deferred: a signal now waits for this write
+            try:
+                written = save()
+            except ckpt.NotWritten as exc:    # nothing finished is discarded: the Result goes
+                raise ckpt.NotWritten(exc.what, exc.attempts,
+                                      _result(step, configs, rec, targets, meta)) from None
+            if written != Path(checkpoint):
+                meta["checkpoint_rescued_to"] = str(written)
+        if stop.requested:    # came during the last segment or the final write: the run is
+            # whole, but whoever sent it wants the process to stop, so it is not swallowed
+            raise interrupt.TrainingInterrupted(_result(step, configs, rec, targets, meta),
+                                                step.t, steps, written, stop.signum)
     return _result(step, configs, rec, targets, meta)
 
 
@@ -248,12 +252,17 @@ def _train_chunks(X64, Y64, configs, chunks, targets, checkpoint, checkpoint_eve
                 parts.append((list(range(c.start, c.stop)), train(X64, Y64, configs[c], **sub)))
             except interrupt.TrainingInterrupted as exc:
                 merged = _merge_partial([r for _, r in parts], exc.result, c.stop)
+                if checkpoint is not None:
+                    merged.meta["checkpoint"] = str(checkpoint)
                 raise interrupt.TrainingInterrupted(merged, exc.step, exc.steps, exc.checkpoint,
                                                     exc.signum, exc.not_written) from None
     finally:
         if lock is not None:
             lock.release()
-    return Result.concat(parts, n)
+    res = Result.concat(parts, n)
+    if checkpoint is not None:
+        res.meta["checkpoint"] = str(checkpoint)
+    return res
 
 
 def _merge_partial(done, partial, n_run) -> Result:

@@ -453,3 +453,23 @@ def test_a_grid_of_1e5_configs_prints_its_estimate_before_allocating(monkeypatch
     err = capsys.readouterr().err
     assert "100,000 configurations x 1,000 steps: ~" in err and "host memory" in err
     assert "TFLOP" in err and "GFLOP/s" in err
+
+
+def test_a_signal_in_the_last_segment_is_not_swallowed(tmp_path, monkeypatch, sigint_handled):
+    """Ctrl-C after the last look-in: the run finishes and its checkpoint is written, then
+    TrainingInterrupted carries the whole Result (the caller asked the process to stop)."""
+    whole = gl.train(X, Y, CFGS, steps=30, **KW)
+    real = step.ArrayStep._evaluate
+
+    def evaluate(self, t):
+        if t == 27:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
+    ck = tmp_path / "run.npz"
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=30, checkpoint=ck, **KW)
+    assert info.value.step == 30 and info.value.checkpoint == ck
+    _assert_same(info.value.result, whole)
+    with np.load(ck) as z:
+        assert int(z["t"]) == 30
