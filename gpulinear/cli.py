@@ -257,17 +257,17 @@ def _check_run(X, y, configs, options, args):
                          "it is missing")
     args.resume = args.resume or (args.resume_or_start and ckpt.checkpoint_exists(
         args.checkpoint))
-    if args.break_lock:
+    existing = [name for name in OUT_FILES if (out / name).exists()]
+    if existing and not args.overwrite and not _same_run(out, args):
+        raise UsageError(f"--out {out} already holds {', '.join(existing)} of another run; give "
+                         "another --out, or --overwrite to replace them")
+    if args.break_lock:            # last: only a run that will start breaks a lock
         if not args.checkpoint:
             raise UsageError("train --break-lock needs --checkpoint FILE")
         gone = ckpt.break_lock(args.checkpoint)
         if gone:
             print(f"gpulinear train: removed the lock of {args.checkpoint} (it said: {gone})",
                   file=sys.stderr)
-    existing = [name for name in OUT_FILES if (out / name).exists()]
-    if existing and not args.overwrite and not _same_run(out, args):
-        raise UsageError(f"--out {out} already holds {', '.join(existing)} of another run; give "
-                         "another --out, or --overwrite to replace them")
 
 
 def _same_run(out, args) -> bool:
