@@ -230,3 +230,14 @@ def test_nan_in_the_data_is_one_line_and_exit_2(tmp_path, capsys, csv):
     csv.write_text("\n".join(lines) + "\n")
     err = _one_line_exit_2(capsys, _argv(csv, tmp_path / "out"))
     assert f"--data {csv}" in err
+
+
+def test_a_held_lock_is_refused_with_the_way_to_take_it_over(tmp_path, capsys, csv):
+    from gpulinear.checkpoint import CheckpointLock
+    ck = tmp_path / "ck.npz"
+    held = CheckpointLock(ck)              # e.g. a job on a machine that was lost
+    with pytest.raises(SystemExit, match=f"in use by process {os.getpid()} .*--break-lock"):
+        main(_argv(csv, tmp_path / "a", "--checkpoint", str(ck)))
+    assert main(_argv(csv, tmp_path / "b", "--checkpoint", str(ck), "--break-lock")) == 0
+    assert "removed the lock" in capsys.readouterr().err and ck.exists()
+    held.release()                         # the old holder's release leaves others' locks alone
