@@ -103,9 +103,7 @@ class NotWritten(OSError):
 
 def _reason(path, exc) -> str:
     """The reason of an OSError without the path it names (NotWritten names it already)."""
-    text = exc.strerror or str(exc)
-    head = f"cannot write {path}: "
-    return text[len(head):] if text.startswith(head) else text
+    return (exc.strerror or str(exc)).removeprefix(f"cannot write {path}: ")
 
 
 def _host() -> str:

@@ -121,9 +121,12 @@ def test_ctrl_c_in_train_writes_checkpoint_and_partial_result_and_exits_130(tmp_
                  "--checkpoint-every", "500")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     # SIGINT at its default in the child even when the suite runs with it ignored (`.ci/run &`)
-    child = subprocess.Popen([sys.executable, "-m", "gpulinear.cli", *argv], env=env, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (a small exec wrapper: preexec_fn would fork a threaded process)
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
+    child = subprocess.Popen([sys.executable, "-c", reset, sys.executable, "-m", "gpulinear.cli",
+                              *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 20
     while not ck.exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.05)                                  # training is under way

@@ -43,18 +43,22 @@ PROBLEM = textwrap.dedent("""
 """)
 
 
-def _default_signals():
-    """preexec_fn: the child starts with SIGINT, SIGTERM and SIGHUP at their defaults, also when
-    the suite itself runs with them ignored (`bash .ci/run &`, nohup)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+def _with_signals(argv, disposition="SIG_DFL"):
+    """argv run with SIGINT, SIGTERM and SIGHUP set to `disposition` first (SIG_DFL: at their
+    defaults also when the suite itself runs with them ignored, as under `bash .ci/run &` or
+    nohup).  A small exec wrapper rather than preexec_fn, which forks a threaded process."""
+    reset = ("import os, signal, sys\n"
+             "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+             f"    signal.signal(s, signal.{disposition})\n"
+             "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", reset, *map(str, argv)]
 
 
 def _run(script, *args, timeout=60, env=ENV):
     """Run `script` (after PROBLEM) in a child Python; its last stdout line is JSON."""
     proc = subprocess.run([sys.executable, "-c", PROBLEM + textwrap.dedent(script),
                            *map(str, args)], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -218,9 +222,10 @@ LIBRARY_SIGNAL = """
 
 def test_sigterm_in_gl_train_stops_at_a_look_in_with_checkpoint_and_result(tmp_path):
     ck = tmp_path / "run.npz"
-    child = subprocess.Popen([sys.executable, "-c", PROBLEM + textwrap.dedent(LIBRARY_SIGNAL),
-                              str(ck)], env=ENV, cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    child = subprocess.Popen(_with_signals([sys.executable, "-c",
+                                            PROBLEM + textwrap.dedent(LIBRARY_SIGNAL), ck]),
+                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     _wait_for(ck, child)
     child.send_signal(signal.SIGTERM)
     stdout, stderr = child.communicate(timeout=30)
@@ -248,9 +253,9 @@ def test_sigterm_and_sighup_in_the_cli_save_everything_and_release_the_lock(tmp_
     argv = ["train", "--data", str(csv), "--depth", "1", "2", "--lr", "1e-3", "--loss", "l2",
             "--steps", "100000000", "--log-every", "1000000", "--backend", "numpy", "--out",
             str(out), "--no-progress", "--checkpoint", str(ck), "--checkpoint-every", "300"]
-    child = subprocess.Popen([sys.executable, "-m", "gpulinear.cli", *argv], env=ENV, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             preexec_fn=_default_signals)
+    child = subprocess.Popen(_with_signals([sys.executable, "-m", "gpulinear.cli", *argv]),
+                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
     _wait_for(ck, child)
     child.send_signal(sig)
     _, stderr = child.communicate(timeout=30)
@@ -303,9 +308,9 @@ def test_the_ctrl_c_test_passes_when_the_suite_starts_with_sigint_ignored():
     test = "tests/test_reliability.py::" \
         "test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test], env=ENV,
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        _with_signals([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test],
+                      "SIG_IGN"), env=ENV, cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
