@@ -78,7 +78,9 @@ def check_writable(path, what="checkpoint") -> Path:
                                 f"{path / 'run.npz'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.probe"):
+        # named like atomic_write's temporaries, so a probe left by a kill is cleaned up too
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=_temp_prefix(path),
+                                         suffix=".tmp"):
             pass
     except OSError as exc:
         raise type(exc)(exc.errno, f"{what}: cannot write to {path.parent} "

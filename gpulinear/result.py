@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -200,7 +201,16 @@ class Result:
         from .checkpoint import atomic_write
         npath = _with(base, ".npz")
         atomic_write(npath, lambda fh: np.savez_compressed(fh, **arrays))
-        atomic_write(_with(base, ".json"), lambda fh: fh.write(text.encode()))
+        jpath = _with(base, ".json")
+        try:
+            atomic_write(jpath, lambda fh: fh.write(text.encode()))
+        except OSError as exc:   # the Result is saved (the .npz); only its readable copy is not
+            try:
+                jpath.unlink(missing_ok=True)        # rather none than one of an older save
+            except OSError:
+                pass
+            print(f"gpulinear: {npath} is saved, but its readable copy {jpath.name} is not "
+                  f"({exc.strerror or exc})", file=sys.stderr)
         return npath
 
     @classmethod
