@@ -48,9 +48,11 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     every `checkpoint_every` steps and at the end, and resume=True continues from it (a resumed
     run equals an uninterrupted one exactly), also to more steps than a finished run had; an
     existing checkpoint is replaced only with overwrite=True, and one in use by another live
-    process is refused (gpulinear.checkpoint).  Ctrl-C stops at the next look-in, writes the
-    checkpoint and raises gpulinear.interrupt.TrainingInterrupted carrying the partial Result.
-    On NumPy a grid larger than the available memory runs in chunks (gpulinear.memory).
+    process is refused (gpulinear.checkpoint).  Ctrl-C, SIGTERM and SIGHUP stop at the next
+    look-in, write the checkpoint and raise gpulinear.interrupt.TrainingInterrupted carrying the
+    partial Result.  If the checkpoint cannot be written anywhere at the end,
+    gpulinear.checkpoint.NotWritten carries the finished Result.  On NumPy a grid larger than
+    the available memory runs in chunks (gpulinear.memory), each with its own checkpoint.
     fused (CUDA only): None — calls whose losses are
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
     fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
