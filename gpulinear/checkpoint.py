@@ -11,9 +11,10 @@ weights, optimizer state, loss log, ...; and the engine's "t" and "rec_steps") p
 It is written to a temporary file in the same folder, flushed to disk and renamed over the old one
 (`atomic_write`, which Result.save uses too), so a reader, a kill -9, a full disk or a concurrent
 writer sees the old checkpoint or the new one; temporaries are named after their writer (host,
-pid), so the next write removes those of killed writes and leaves a live writer's alone.  `open_run` applies the rules a user relies on:
-resume continues (saying from which step), a finished run extends to more steps, and an existing
-checkpoint is replaced only with overwrite=True.  `CheckpointLock` refuses a second writer
+pid), so the next write removes those of killed writes and leaves a live writer's alone.
+`open_run` applies the rules a user relies on: resume continues (saying from which step), a
+finished run extends to more steps, and an existing checkpoint is replaced only with
+overwrite=True.  `CheckpointLock` refuses a second writer
 (flock, or link(2) where the filesystem has no flock; see its docstring).
 Every problem is one ValueError (or OSError / CheckpointLocked) naming the file and the fix.
 """
