@@ -492,3 +492,28 @@ def test_the_cgroup_limit_minus_usage_bounds_the_memory(tmp_path, version):
             "9223372036854771712\n")                                      # v1's "no limit"
     assert memory.cgroup_headroom(proc, tmp_path / "sys") == 2 * 2**30
     assert memory.cgroup_headroom(tmp_path / "missing", tmp_path / "sys") == 2**63
+
+
+def test_a_stale_lock_taken_over_by_another_process_first_is_not_stolen(tmp_path, monkeypatch):
+    """The race of the link-mode takeover, made deterministic: this process judges the lock
+    stale, but before it moves the lock aside another taker has already replaced it with its
+    own.  The move must notice, put that lock back and refuse."""
+    from gpulinear import checkpoint as ckpt
+    monkeypatch.setattr(ckpt, "LOCK_MODE", "link")
+    path = tmp_path / "run.npz"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (tmp_path / "run.npz.lock").write_text(f"{ckpt._host()} {dead.pid}\n")
+    real, other = ckpt._owner_gone, []
+
+    def judged_then_overtaken(owner):
+        gone = real(owner)
+        if not other:                                  # the other taker wins the race
+            other.append(None)
+            other[0] = ckpt.CheckpointLock(path)
+        return gone
+    monkeypatch.setattr(ckpt, "_owner_gone", judged_then_overtaken)
+    with pytest.raises(ckpt.CheckpointLocked):
+        ckpt.CheckpointLock(path)
+    assert other[0].still_held()
+    other[0].release()
