@@ -270,6 +270,13 @@ def test_sigterm_and_sighup_in_the_cli_save_everything_and_release_the_lock(tmp_
     import shlex
     again = shlex.split(line.split("resume with: ")[1])
     assert again[again.index("--checkpoint") + 1] == str(ck) and again[-1] == "--resume"
+    # and it runs as printed, into the same --out (its partial result is this run's, not
+    # another's), here to a few steps past the interruption
+    from gpulinear.cli import main
+    t = partial.meta["interrupted_at"]
+    again[again.index("--steps") + 1] = str(t + 7)
+    assert main(again[1:]) == 0
+    assert gl.Result.load(out / "result").steps[-1] == t + 7
 
 
 def test_a_second_signal_stops_at_once_and_writes_nothing(tmp_path, monkeypatch):
