@@ -58,6 +58,12 @@ class Config:
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
+        for name in ("weight_decay", "init_scale", *HYPER_FIELDS):
+            value = getattr(self, name)
+            # float() would read True as 1.0 and parse "0.9": refused, naming the field
+            if name != "centered" and isinstance(value, (bool, str, bytes)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}"
+                                + (" (write it without quotes)" if isinstance(value, str) else ""))
         object.__setattr__(self, "depth", check_int("depth", self.depth, 1))
         if isinstance(self.width, (list, tuple)):
             object.__setattr__(self, "width", tuple(check_int("width", w, 1) for w in self.width))

@@ -473,3 +473,13 @@ def test_a_signal_in_the_last_segment_is_not_swallowed(tmp_path, monkeypatch, si
     _assert_same(info.value.result, whole)
     with np.load(ck) as z:
         assert int(z["t"]) == 30
+
+
+@pytest.mark.parametrize("field", [dict(weight_decay=True), dict(init_scale=True),
+                                   dict(optimizer="adam", beta1="0.9"),
+                                   dict(optimizer="adam", eps=True)])
+def test_config_numbers_refuse_booleans_and_strings_naming_the_field(field):
+    name = [k for k in field if k != "optimizer"][0]
+    with pytest.raises(TypeError, match=f"{name} must be a number"):
+        gl.Config(**field)
+    assert gl.Config(optimizer="rmsprop", centered=True).centered     # a real flag stays one
