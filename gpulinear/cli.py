@@ -68,7 +68,8 @@ def _main(argv) -> int:
     tr.add_argument("--no-progress", action="store_true")
     tr.add_argument("--checkpoint", metavar="FILE",
                     help="write the run state to FILE (.npz) every --checkpoint-every steps, at "
-                         "the end and on Ctrl-C, so that --resume can continue it")
+                         "the end and on Ctrl-C, SIGTERM or SIGHUP, so that --resume can "
+                         "continue it")
     tr.add_argument("--checkpoint-every", type=int, default=1000, metavar="N")
     tr.add_argument("--resume", action="store_true",
                     help="continue --checkpoint, which must exist (also to more --steps than "
