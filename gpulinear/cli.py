@@ -31,6 +31,14 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"gpulinear: {exc}", file=sys.stderr)
         raise
+    except KeyboardInterrupt as exc:    # outside training, or a second signal: one line, 128+N
+        import signal
+
+        from .interrupt import exit_status, signal_name
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"gpulinear: interrupted by {signal_name(signum)}; what was not written yet is "
+              "lost", file=sys.stderr)
+        return exit_status(signum)
 
 
 def _main(argv) -> int:
