@@ -244,3 +244,16 @@ def test_a_held_lock_is_refused_with_the_way_to_take_it_over(tmp_path, capsys, c
     assert main(_argv(csv, tmp_path / "b", "--checkpoint", str(ck), "--break-lock")) == 0
     assert "removed the lock" in capsys.readouterr().err and ck.exists()
     held.release()                         # the old holder's release leaves others' locks alone
+
+
+def test_a_second_signal_while_results_are_written_is_one_line_not_a_traceback(
+        tmp_path, capsys, csv, monkeypatch):
+    from gpulinear import cli
+    from gpulinear.interrupt import Insisted
+
+    def insisted(*a, **kw):
+        raise Insisted(signal.SIGTERM)
+    monkeypatch.setattr(cli, "_save_outputs", insisted)
+    assert main(_argv(csv, tmp_path / "out")) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "interrupted by SIGTERM" in err
