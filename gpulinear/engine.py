@@ -242,22 +242,27 @@ def _train_chunks(X64, Y64, configs, chunks, targets, checkpoint, checkpoint_eve
     loss NaN after the step reached), meta["configs_run"] saying how many configs it holds."""
     n, parts = len(configs), []
     lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
+    # one deferral for the whole grid: a signal while a chunk is set up, or between chunks, is
+    # answered at the next chunk's first look-in instead of ending the process there
     try:
-        for c in chunks:
-            sub = dict(kw, target=None if targets is None else targets[c])
-            if checkpoint is not None:
-                sub.update(checkpoint=chunk_checkpoint(checkpoint, c), resume=resume,
-                           overwrite=overwrite, checkpoint_every=checkpoint_every)
-            try:
-                # each chunk runs all `steps`: stopping at the target is a decision over the
-                # whole grid
-                parts.append((list(range(c.start, c.stop)), train(X64, Y64, configs[c], **sub)))
-            except interrupt.TrainingInterrupted as exc:
-                merged = _merge_partial([r for _, r in parts], exc.result, c.stop)
+        with interrupt.deferred_signals():
+            for c in chunks:
+                sub = dict(kw, target=None if targets is None else targets[c])
                 if checkpoint is not None:
-                    merged.meta["checkpoint"] = str(checkpoint)
-                raise interrupt.TrainingInterrupted(merged, exc.step, exc.steps, exc.checkpoint,
-                                                    exc.signum, exc.not_written) from None
+                    sub.update(checkpoint=chunk_checkpoint(checkpoint, c), resume=resume,
+                               overwrite=overwrite, checkpoint_every=checkpoint_every)
+                try:
+                    # each chunk runs all `steps`: stopping at the target is a decision over
+                    # the whole grid
+                    parts.append((list(range(c.start, c.stop)),
+                                  train(X64, Y64, configs[c], **sub)))
+                except interrupt.TrainingInterrupted as exc:
+                    merged = _merge_partial([r for _, r in parts], exc.result, c.stop)
+                    if checkpoint is not None:
+                        merged.meta["checkpoint"] = str(checkpoint)
+                    raise interrupt.TrainingInterrupted(merged, exc.step, exc.steps,
+                                                        exc.checkpoint, exc.signum,
+                                                        exc.not_written) from None
     finally:
         if lock is not None:
             lock.release()

@@ -69,6 +69,10 @@ class Insisted(KeyboardInterrupt):
                          "(the last periodic checkpoint stands)")
 
 
+# The requests of the deferred_signals blocks in force in the main thread, innermost last.
+_active = []
+
+
 class _Request:
     requested = False     # a first signal came: stop at the next look-in
     signum = None         # which one
@@ -79,8 +83,14 @@ class _Request:
 def deferred_signals(signals=SIGNALS):
     """Within the block, the first of `signals` sets `.requested` (and `.signum`) on the yielded
     object instead of stopping the process; a second raises Insisted.  Signals ignored on entry
-    stay ignored; every handler in force before is restored on exit.  Outside the main thread
+    stay ignored; every handler in force before is restored on exit.  Nested inside another
+    such block (of the main thread), it yields the outer block's request and installs nothing,
+    so a signal that came between the inner blocks (between the chunks of a grid) is seen at
+    the next look-in.  Outside the main thread
     (where Python delivers no signals) nothing is installed and `.requested` stays False."""
+    if _active:          # nested (a chunk of a chunked grid): the outer block's request holds
+        yield _active[-1]
+        return
     req = _Request()
     if threading.current_thread() is not threading.main_thread():
         yield req
@@ -100,8 +110,11 @@ def deferred_signals(signals=SIGNALS):
                 continue
             previous[sig] = before
             signal.signal(sig, handler)
+        _active.append(req)
         yield req
     finally:
+        if _active and _active[-1] is req:
+            _active.pop()
         for sig, before in previous.items():
             # None: a handler set outside Python; SIGINT's nearest equivalent is Python's own
             signal.signal(sig, before if before is not None else

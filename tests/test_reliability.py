@@ -483,3 +483,21 @@ def test_config_numbers_refuse_booleans_and_strings_naming_the_field(field):
     with pytest.raises(TypeError, match=f"{name} must be a number"):
         gl.Config(**field)
     assert gl.Config(optimizer="rmsprop", centered=True).centered     # a real flag stays one
+
+
+def test_a_signal_between_chunks_is_answered_at_the_next_look_in(monkeypatch, sigint_handled):
+    whole = gl.train(X, Y, CFGS, steps=60, **KW)
+    _two_chunks(monkeypatch, 60)
+    real, made = engine._make_step, []
+
+    def make_step(*a, **kw):
+        made.append(1)
+        if len(made) == 2:                             # while the second chunk is set up
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+    monkeypatch.setattr(engine, "_make_step", make_step)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, **KW)
+    part = info.value.result
+    assert info.value.step == 1 and part.meta["configs_run"] == 4    # its first look-in
+    np.testing.assert_allclose(part.loss[:2], whole.loss[:2], rtol=8 * np.finfo(float).eps * 60)
