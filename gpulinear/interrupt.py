@@ -84,16 +84,16 @@ def deferred_signals(signals=SIGNALS):
     """Within the block, the first of `signals` sets `.requested` (and `.signum`) on the yielded
     object instead of stopping the process; a second raises Insisted.  Signals ignored on entry
     stay ignored; every handler in force before is restored on exit.  Nested inside another
-    such block (of the main thread), it yields the outer block's request and installs nothing,
-    so a signal that came between the inner blocks (between the chunks of a grid) is seen at
-    the next look-in.  Outside the main thread
-    (where Python delivers no signals) nothing is installed and `.requested` stays False."""
-    if _active:          # nested (a chunk of a chunked grid): the outer block's request holds
-        yield _active[-1]
-        return
+    such block, it yields the outer block's request and installs nothing, so a signal that came
+    between the inner blocks (between the chunks of a grid) is seen at the next look-in.
+    Outside the main thread (where Python delivers no signals) nothing is installed and
+    `.requested` stays False."""
     req = _Request()
     if threading.current_thread() is not threading.main_thread():
         yield req
+        return
+    if _active:          # nested (a chunk of a chunked grid): the outer block's request holds
+        yield _active[-1]
         return
     previous = {}
 
