@@ -498,6 +498,7 @@ class CheckpointLock:
     def _acquire_link(self):
         self.mode = "link"
         record = _owner_record()
+        remove_stale_temps(self.path)                 # record files of killed takers
         for _ in range(100):
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temp_prefix(self.path),
                                        suffix=".tmp")
@@ -512,6 +513,12 @@ class CheckpointLock:
                     return
                 except FileExistsError:
                     pass
+                except OSError as exc:   # no hard links here (some FUSE / SMB mounts)
+                    if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS,
+                                         errno.EXDEV):
+                        raise
+                    if self._create_exclusive(record):
+                        return
             finally:
                 os.unlink(tmp)
             text, age = self._read()
@@ -523,6 +530,18 @@ class CheckpointLock:
                 raise self._refusal(text)
             self._take_aside(text)                   # then try again to create it
         raise CheckpointLocked(f"could not lock {self.path}: it keeps being replaced")
+
+    def _create_exclusive(self, record) -> bool:
+        """O_EXCL create, then write the record: where link(2) is refused.  Between the two a
+        reader sees an empty lock, which counts as live for EMPTY_LOCK_AGE_S."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as fh:
+            fh.write(record)
+        self._record, self.held = record, True
+        return True
 
     def _read(self):
         """(the lock file's text, its age in seconds), or (None, 0) when it is gone."""
@@ -550,8 +569,12 @@ class CheckpointLock:
         if moved != expected:
             try:
                 os.link(aside, self.path)             # put back, unless a newer lock exists
-            except OSError:
+            except FileExistsError:
                 pass
+            except OSError:                           # no hard links: rename it back
+                if not self.path.exists():
+                    os.rename(aside, self.path)
+                    return False
         os.unlink(aside)
         return moved == expected
 

@@ -524,3 +524,20 @@ def test_a_stale_lock_taken_over_by_another_process_first_is_not_stolen(tmp_path
         ckpt.CheckpointLock(path)
     assert other[0].still_held()
     other[0].release()
+
+
+def test_without_hard_links_the_lock_falls_back_to_an_exclusive_create(tmp_path, monkeypatch):
+    import errno
+
+    from gpulinear import checkpoint as ckpt
+    monkeypatch.setattr(ckpt, "LOCK_MODE", "link")
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(ckpt.os, "link", no_links)
+    path = tmp_path / "run.npz"
+    with ckpt.CheckpointLock(path) as first:
+        assert first.held and str(os.getpid()) in (tmp_path / "run.npz.lock").read_text()
+        with pytest.raises(ckpt.CheckpointLocked, match=f"process {os.getpid()}"):
+            ckpt.CheckpointLock(path)
+    assert not (tmp_path / "run.npz.lock").exists()
