@@ -156,18 +156,6 @@ __global__ void __launch_bounds__(GL_XPASS_THREADS, gl_xpass_tiles<T>::MINB) gl_
     if (clock != nullptr && blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0 && tid == 0)
         clock[0] += 1;
 
-    T pr[ZR];                              // p of the Z rows, read once
-    int pk[ZR];                            // 2, 4 (fast paths) or 0
-    int orow[ZR];                          // their output index o = i % k (row of Yt)
-#pragma unroll
-    for (int a = 0; a < ZR; ++a) {
-        const int i = row0 + ty + TY * a;
-        pr[a] = i < R ? prow[i] : T(2);
-        const double pw = gl_widen(pr[a]);
-        pk[a] = pw == 2.0 ? 2 : (pw == 4.0 ? 4 : 0);
-        orow[a] = i < R ? i % k : 0;
-    }
-
     T gacc[GR][GG * V];
     T z[ZR][ZE];
     T lacc[ZR];
@@ -247,13 +235,14 @@ __global__ void __launch_bounds__(GL_XPASS_THREADS, gl_xpass_tiles<T>::MINB) gl_
 
         bool g_now = !zstage;
         if (zstage) {
-            if (r == 0) {
+            // this window's partial dot products, then added to Z: chains of <= DC terms, not
+            // d (float32: d = 300 gave up to 3x NumPy's error with one chain)
+            T zw[ZR][ZE];
 #pragma unroll
-                for (int a = 0; a < ZR; ++a)
+            for (int a = 0; a < ZR; ++a)
 #pragma unroll
-                    for (int b = 0; b < ZE; ++b)
-                        z[a][b] = T(0);
-            }
+                for (int b = 0; b < ZE; ++b)
+                    zw[a][b] = T(0);
 #pragma unroll 2
             for (int kk = 0; kk < kend; kk += V) {
                 gl_vec16<T> xv[ZE];
@@ -267,22 +256,34 @@ __global__ void __launch_bounds__(GL_XPASS_THREADS, gl_xpass_tiles<T>::MINB) gl_
                     for (int b = 0; b < ZE; ++b)
 #pragma unroll
                         for (int e = 0; e < V; ++e)
-                            z[a][b] = gl_fma(wv.v[e], xv[b].v[e], z[a][b]);
+                            zw[a][b] = gl_fma(wv.v[e], xv[b].v[e], zw[a][b]);
                 }
             }
+#pragma unroll
+            for (int a = 0; a < ZR; ++a)
+#pragma unroll
+                for (int b = 0; b < ZE; ++b)
+                    z[a][b] = r == 0 ? zw[a][b] : gl_add(z[a][b], zw[a][b]);
             if (r == nwin - 1) {
                 // epilogue in registers; D to shared memory.  Rows >= R and examples >= jend
                 // give D = 0.  Ds's previous readers finished before this stage's barrier.
+                // (p and o = i % k of a row are re-read per tile, not held in 12 registers
+                // for the whole kernel: that kept ptxas from fitting 128 without spills)
 #pragma unroll
                 for (int a = 0; a < ZR; ++a) {
-                    const bool row_ok = row0 + ty + TY * a < R;
+                    const int i = row0 + ty + TY * a;
+                    const bool row_ok = i < R;
+                    const T p = row_ok ? prow[i] : T(2);
+                    const double pw = gl_widen(p);
+                    const int pk = pw == 2.0 ? 2 : (pw == 4.0 ? 4 : 0);
+                    const T* const yrow = Yt + (long long)(row_ok ? i % k : 0) * m;
 #pragma unroll
                     for (int b = 0; b < ZE; ++b) {
                         const int j = j0 + tx + TX * b;
                         T dv = T(0);
                         if (row_ok && j < jend) {
-                            const T rr = gl_sub(z[a][b], Yt[(long long)orow[a] * m + j]);
-                            dv = gl_lp_epilogue(rr, pk[a], pr[a], lacc[a]);
+                            const T rr = gl_sub(z[a][b], yrow[j]);
+                            dv = gl_lp_epilogue(rr, pk, p, lacc[a]);
                         }
                         Ds[(tx + TX * b) * TRP + ty + TY * a] = dv;
                     }
