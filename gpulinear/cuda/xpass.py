@@ -9,6 +9,7 @@ The update kernel sums the S partials.  Nothing here imports CuPy or Numba.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -18,7 +19,8 @@ from ..backend import array_namespace
 from ..losses import lp_terms
 
 __all__ = ["XPassPlan", "plan_xpass", "padded", "launch_xpass", "xpass_twin", "TILES", "THREADS",
-           "MIN_BLOCKS", "REGISTERS", "shared_bytes", "blocks_per_sm", "device_blocks_per_sm"]
+           "MIN_BLOCKS", "REGISTERS", "shared_bytes", "blocks_per_sm", "device_blocks_per_sm",
+           "load_kernel", "choose_splits"]
 
 # Mirrors of kernels/xpass.cu: gl_xpass_tiles<T> (TR rows, MT examples, DC columns per block;
 # MINB = __launch_bounds__'s blocks per SM), GL_XPASS_THREADS and gl_xpass_smem_bytes<T>();
@@ -64,27 +66,31 @@ def blocks_per_sm(registers, smem_bytes, threads=THREADS, sm=SM90) -> int:
     return min(by_regs, by_smem, sm["max_threads"] // (warps * 32), sm["max_blocks"])
 
 
+def load_kernel(dtype):
+    """gl_xpass<T> on the current device, compiled and loaded, its dynamic shared memory limit
+    raised to shared_bytes(dtype) (above 48 KB the driver needs cuFuncSetAttribute once per
+    function).  Once per (dtype, device); call it when the step is built, before any graph
+    capture: compile and load errors surface there."""
+    import cupy
+    return _load_kernel(np.dtype(dtype).name, cupy.cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=None)
+def _load_kernel(dt, device_id):
+    from . import _loader
+    kernel = _loader.get_kernel("xpass.cu", "gl_xpass", dt)
+    kernel.max_dynamic_shared_size_bytes = shared_bytes(dt)
+    return kernel
+
+
 def device_blocks_per_sm(dtype) -> int:
     """Resident gl_xpass<T> blocks per SM on the current GPU, from CuPy's occupancy API (the
     driver's cuOccupancyMaxActiveBlocksPerMultiprocessor) for the compiled kernel; compiles and
     loads it.  Pass it to plan_xpass(blocks_per_sm=...) on a GPU."""
     import cupy
-    from . import _loader
-    kernel = _loader.get_kernel("xpass.cu", "gl_xpass", dtype)
-    _allow_shared(kernel, shared_bytes(dtype))
+    kernel = load_kernel(dtype)
     return int(cupy.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
         kernel.kernel.ptr, THREADS, shared_bytes(dtype)))
-
-
-_SHARED_ALLOWED = {}
-
-
-def _allow_shared(kernel, nbytes):
-    """Above 48 KB a kernel's dynamic shared memory must be allowed once (cuFuncSetAttribute)."""
-    key = id(kernel)
-    if _SHARED_ALLOWED.get(key, 0) < nbytes:
-        kernel.max_dynamic_shared_size_bytes = int(nbytes)
-        _SHARED_ALLOWED[key] = int(nbytes)
 
 
 class XPassPlan(NamedTuple):
@@ -210,12 +216,8 @@ def launch_xpass(launcher, plan, W, X, Yt, prow, Gpart, Lpart, clock=None):
         _check(name, a, shape, dt)
     if clock is not None:
         _check("clock", clock, (1,), "int64")
-    from . import _loader
     # a stand-in launcher (tests on the CPU) runs no compiled kernel: nothing to compile
-    kernel = None
-    if launcher.runs_kernels:
-        kernel = _loader.get_kernel("xpass.cu", "gl_xpass", dt)
-        _allow_shared(kernel, plan.shared_bytes)
+    kernel = load_kernel(dt) if launcher.runs_kernels else None
     i32 = np.int32
     args = (W, i32(plan.ldw), X, i32(plan.ldx), Yt, prow, Gpart, i32(plan.ldg), Lpart,
             i32(R), i32(m), i32(plan.d), i32(k), i32(plan.m_per_split),
