@@ -209,3 +209,22 @@ def test_python_mirrors_the_source(source):
         assert {k: int(v) for k, v in got.items()} == dict(
             TR=TR, MT=MT, DC=DC, MINB=MIN_BLOCKS[dt], THREADS=THREADS, SMEM=shared_bytes(dt))
     assert re.search(r"__launch_bounds__\(GL_XPASS_THREADS, gl_xpass_tiles<T>::MINB\)", source)
+
+
+@pytest.mark.parametrize("scenario,code,message", [
+    ("read_unwritten", 0, "OK garbage"),
+    ("skip_barrier", harness.FAULT_EXIT, "divergent barrier"),
+    ("misaligned_load", harness.FAULT_EXIT, "misaligned 16-byte vector load"),
+    ("load_past_global", harness.FAULT_EXIT, "out-of-bounds 16-byte vector load"),
+    ("read_before_wait", 0, "OK garbage before the wait"),
+    ("never_waited", harness.FAULT_EXIT, "never waited for"),
+    ("concurrency", 0, "OK 2 blocks at once"),
+])
+def test_emulator_catches(scenario, code, message):
+    """The emulator's own checks, one tiny rule-breaking kernel each (tests/emu/selftest.cpp):
+    unwritten shared memory is garbage, a skipped barrier and bad vector accesses fault, a
+    cp.async destination holds garbage until the wait, two blocks run at the same time."""
+    proc = subprocess.run([str(harness.build_selftest()), scenario], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == code and message in proc.stdout + proc.stderr, \
+        (proc.returncode, proc.stdout, proc.stderr[-2000:])

@@ -88,6 +88,20 @@ def build(source: str, dtype: str, mode: str = "tsan") -> pathlib.Path:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def build_selftest() -> pathlib.Path:
+    """tests/emu/selftest.cpp (the emulator's own rule-breaking scenarios), built plain."""
+    if GXX is None:
+        raise RuntimeError("g++ not found")
+    out = _build_dir() / "selftest"
+    cmd = [GXX, "-std=c++17", "-O1", "-pthread", "-Wall", "-Wno-unused-function", f"-I{HERE}",
+           str(HERE / "selftest.cpp"), "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"g++ failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+    return out
+
+
 def run_xpass(exe, plan, W, X, Yt, prow, Gpart, use_clock=True, clock0=0, timeout=300,
               concurrency=2, seed=1):
     """Run one gl_xpass launch of `plan` in the emulator; inputs as for launch_xpass (NumPy).
