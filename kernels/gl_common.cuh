@@ -7,14 +7,6 @@
 // here is compiled as is by g++.
 #pragma once
 
-// Overloads so that one template body serves float and double without implicit promotion.
-__device__ __forceinline__ float gl_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double gl_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float gl_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double gl_abs(double x) { return fabs(x); }
-__device__ __forceinline__ float gl_pow(float x, float y) { return powf(x, y); }
-__device__ __forceinline__ double gl_pow(double x, double y) { return pow(x, y); }
-
 // ---- One floating-point contract, whatever the compile flags ------------------------------
 // CuPy appends -ftz=true to every RawModule's options AFTER the caller's (cupy/cuda/compiler.py,
 // _compile_with_cache_cuda) and NVRTC takes the last -ftz it sees (checked with NVRTC 13.5:
@@ -116,6 +108,26 @@ __device__ __forceinline__ void gl_cp_async_wait()
 
 // The block's dynamic shared memory (the launch's shared_mem bytes), 16-byte aligned.
 #define GL_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+
+// Bytes of dynamic shared memory this launch has (PTX %dynamic_smem_size).
+__device__ __forceinline__ unsigned gl_dynamic_smem_bytes()
+{
+#if defined(__CUDA_ARCH__)
+    unsigned n;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(n));
+    return n;
+#else
+    return 0;
+#endif
+}
+
+// Stop the kernel with an error the host sees at its next synchronisation.
+__device__ __forceinline__ void gl_trap(const char*)
+{
+#if defined(__CUDA_ARCH__)
+    __trap();
+#endif
+}
 #endif  // GL_EMULATION
 
 // Sum of v over the thread block; the result is valid in thread 0 only.

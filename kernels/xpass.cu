@@ -79,7 +79,7 @@ template <typename T> struct gl_xpass_layout {
 };
 
 template <typename T>
-constexpr int gl_xpass_smem_bytes()
+__host__ __device__ constexpr int gl_xpass_smem_bytes()
 {
     return gl_xpass_layout<T>::ELEMS * (int)sizeof(T);
 }
@@ -141,6 +141,10 @@ __global__ void __launch_bounds__(GL_XPASS_THREADS, gl_xpass_tiles<T>::MINB) gl_
     T* const Ws = smem + Lay::WOFF;        // W rows of the block, one window
     T* const Ds = smem + Lay::DOFF;        // D = l'(R) of the tile, example-major
     T* const Ls = Ds;                      // per-thread partial losses, after the last tile
+
+    // a launch with less shared memory than the layout needs would corrupt silently: stop it
+    if (gl_dynamic_smem_bytes() < (unsigned)gl_xpass_smem_bytes<T>())
+        gl_trap("gl_xpass: launched with less dynamic shared memory than gl_xpass_smem_bytes");
 
     const int tid = threadIdx.x;
     const int ty = tid / TX, tx = tid % TX;

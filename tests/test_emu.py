@@ -228,3 +228,13 @@ def test_emulator_catches(scenario, code, message):
                           text=True, timeout=120)
     assert proc.returncode == code and message in proc.stdout + proc.stderr, \
         (proc.returncode, proc.stdout, proc.stderr[-2000:])
+
+
+def test_too_little_shared_memory_traps(source):
+    """A launch with less dynamic shared memory than the kernel's layout stops (__trap) instead
+    of corrupting: the plan's shared_bytes is the launch argument."""
+    plan, W, X, Yt, prow, Gpart = problem(37, 75, 13, 1, "float32", 3)
+    exe = harness.build(source, "float32", "plain")
+    res = harness.run_xpass(exe, plan._replace(shared_bytes=plan.shared_bytes - 16), W, X, Yt,
+                            prow, Gpart)
+    assert res.fault and "__trap()" in res.stderr, res.stderr[-2000:]

@@ -129,9 +129,9 @@ def test_cupy_still_appends_ftz_true():
 def test_check_catches_plain_float_arithmetic_in_the_kernel():
     """Writing the Z accumulation as plain `+= *` (what the kernel did before) is caught."""
     src = _loader.kernel_source("xpass.cu")
-    target = "z[a][b] = gl_fma(wv.v[e], xv[b].v[e], z[a][b]);"
+    target = "zw[a][b] = gl_fma(wv.v[e], xv[b].v[e], zw[a][b]);"
     assert src.count(target) == 1
-    flushed, plain = compile_pair(src.replace(target, "z[a][b] += wv.v[e] * xv[b].v[e];"),
+    flushed, plain = compile_pair(src.replace(target, "zw[a][b] += wv.v[e] * xv[b].v[e];"),
                                   _loader.cupy_nvrtc_options("90", virtual=True))
     got, ref = entries(flushed), entries(plain)
     (fentry,) = [e for e in got if "gl_xpassIf" in e]

@@ -268,6 +268,10 @@ inline void gl_cp_async_wait()
 
 #define GL_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::emu::dynamic_shared())
 
+inline unsigned gl_dynamic_smem_bytes() { return (unsigned)emu::group->smem_bytes; }
+
+inline void gl_trap(const char* why) { emu::fault("__trap(): %s", why); }
+
 // ---- warp shuffles -------------------------------------------------------------------------
 namespace emu {
 template <typename T, typename F>
