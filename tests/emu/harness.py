@@ -33,7 +33,7 @@ GUARD_EXIT = 68          # driver.cpp: a guard zone was written
 ASAN_EXIT = 69
 MODES = {
     "tsan": ["-fsanitize=thread", "-O1", "-g"],
-    "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-O1", "-g",
+    "asan": ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-O1",
              "-DEMU_ASAN"],
     "plain": ["-O2"],
 }
