@@ -143,7 +143,8 @@ def test_padded_zero_fills():
 
 def test_load_kernel_raises_the_shared_memory_limit_once(monkeypatch):
     """On a GPU the kernel's dynamic shared memory (> 48 KB) must be allowed before a launch:
-    load_kernel does it once per (dtype, device), with a CuPy stand-in here."""
+    load_kernel does it once per loaded module (a CuPy stand-in here); a module compiled anew
+    (the loader's cache cleared) is loaded and set up anew."""
     import sys
     import types
 
@@ -151,16 +152,21 @@ def test_load_kernel_raises_the_shared_memory_limit_once(monkeypatch):
     fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
         Device=lambda: types.SimpleNamespace(id=0)))
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    made = []
+    modules, made = [], []
+
+    def module(name, device_id):
+        if not modules:
+            modules.append(types.SimpleNamespace(name=name))
+        return modules[-1]
 
     def get_kernel(source, entry, dtype):
         made.append((source, entry, dtype))
         return types.SimpleNamespace(max_dynamic_shared_size_bytes=0)
+    monkeypatch.setattr(_loader, "_module", module)
     monkeypatch.setattr(_loader, "get_kernel", get_kernel)
-    xpass._load_kernel.cache_clear()
-    try:
-        k = xpass.load_kernel("float32")
-        assert k.max_dynamic_shared_size_bytes == shared_bytes("float32") > 48 * 1024
-        assert xpass.load_kernel(np.float32) is k and made == [("xpass.cu", "gl_xpass", "float32")]
-    finally:
-        xpass._load_kernel.cache_clear()
+    monkeypatch.setattr(xpass, "_LOADED", {})
+    k = xpass.load_kernel("float32")
+    assert k.max_dynamic_shared_size_bytes == shared_bytes("float32") > 48 * 1024
+    assert xpass.load_kernel(np.float32) is k and made == [("xpass.cu", "gl_xpass", "float32")]
+    modules.clear()                                    # e.g. a test cleared the loader's cache
+    assert xpass.load_kernel("float32") is not k and len(made) == 2

@@ -9,7 +9,6 @@ The update kernel sums the S partials.  Nothing here imports CuPy or Numba.
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
@@ -69,18 +68,23 @@ def blocks_per_sm(registers, smem_bytes, threads=THREADS, sm=SM90) -> int:
 def load_kernel(dtype):
     """gl_xpass<T> on the current device, compiled and loaded, its dynamic shared memory limit
     raised to shared_bytes(dtype) (above 48 KB the driver needs cuFuncSetAttribute once per
-    function).  Once per (dtype, device); call it when the step is built, before any graph
-    capture: compile and load errors surface there."""
+    function).  Once per loaded module: call it when the step is built, before any graph
+    capture, so compile, load and attribute errors surface there; launches then only look it up.
+    """
     import cupy
-    return _load_kernel(np.dtype(dtype).name, cupy.cuda.Device().id)
-
-
-@functools.lru_cache(maxsize=None)
-def _load_kernel(dt, device_id):
     from . import _loader
+    dt = np.dtype(dtype).name
+    module = _loader._module("xpass.cu", cupy.cuda.Device().id)    # memoized by the loader
+    hit = _LOADED.get((id(module), dt))
+    if hit is not None and hit[0] is module:
+        return hit[1]
     kernel = _loader.get_kernel("xpass.cu", "gl_xpass", dt)
     kernel.max_dynamic_shared_size_bytes = shared_bytes(dt)
+    _LOADED[(id(module), dt)] = (module, kernel)                    # keeps the module alive
     return kernel
+
+
+_LOADED = {}
 
 
 def device_blocks_per_sm(dtype) -> int:
