@@ -12,7 +12,8 @@
 // each output element (no atomics), always in the same order: results are bitwise deterministic.
 //
 // Grid (ceil(R / TR), S, 1), 128 threads, shared_mem = gl_xpass_smem_bytes<T>() (dynamic: it is
-// above the 48 KB static limit; the launcher raises the kernel's limit once).
+// above the 48 KB static limit; gpulinear.cuda.xpass.load_kernel raises the kernel's limit once;
+// a launch with less traps).
 //
 // Pipeline.  The block's work is a sequence of stages, each reading one X window tile from
 // shared memory; X tiles are double-buffered: stage q+1's tile is copied with cp.async while
