@@ -12,6 +12,7 @@ instruction in it must be one of:
     log2 / exp2 test the high word of a double as a float; flushing a pattern changes no value the
     kernel computes).
 A probe kernel shows that the same options do flush plain float32 code, so the check can fail.
+Also here, as the same NVRTC compile: the registers and spills of the cubin CuPy would load.
 """
 import os
 import re
@@ -138,3 +139,47 @@ def test_check_catches_plain_float_arithmetic_in_the_kernel():
     flag_free = {l.strip().rstrip(";") for l in ref[fentry].splitlines() if ".ftz" in l}
     bad = flushing_instructions(got[fentry], flag_free)
     assert bad and all(b.startswith("fma.rn.ftz.f32") for b in bad), bad
+
+
+RESOURCES_CHILD = r"""
+import sys
+try:
+    from cuda.bindings import nvrtc
+    ok = nvrtc.nvrtcVersion()[0] == nvrtc.nvrtcResult.NVRTC_SUCCESS
+except Exception as exc:
+    print("UNAVAILABLE", type(exc).__name__, exc); sys.exit(0)
+from gpulinear.cuda import _loader
+src = _loader.kernel_source("xpass.cu")
+S = nvrtc.nvrtcResult.NVRTC_SUCCESS
+err, prog = nvrtc.nvrtcCreateProgram(src.encode(), b"xpass.cu", 0, [], [])
+for e in _loader.name_expressions(src):
+    nvrtc.nvrtcAddNameExpression(prog, e.encode())
+opts = [o.encode() for o in _loader.cupy_nvrtc_options("90") + ["-Xptxas=-v"]]
+(err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+_, size = nvrtc.nvrtcGetProgramLogSize(prog)
+log = bytes(max(size, 2))
+nvrtc.nvrtcGetProgramLog(prog, log)
+print(log.decode(errors="replace"))
+sys.exit(0 if err == S else 1)
+"""
+
+
+def test_xpass_resources_as_cupy_compiles_it():
+    """The cubin CuPy would load (NVRTC's own ptxas, CuPy's options, sm_90) has the registers
+    gpulinear.cuda.xpass.REGISTERS records and spills nothing, like nvcc's
+    (tests/test_kernels_nvcc.py): the planner's 4 blocks/SM hold for the kernel that runs."""
+    from gpulinear.cuda import xpass
+    from test_kernels_nvcc import parse_ptxas
+    proc = subprocess.run([sys.executable, "-c", RESOURCES_CHILD], capture_output=True,
+                          text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    if proc.stdout.startswith("UNAVAILABLE"):
+        pytest.skip(f"NVRTC is not available ({proc.stdout.strip()})")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = parse_ptxas(proc.stdout)
+    regs = {("float32" if "gl_xpassIf" in k else "float64"): r for k, r in report.items()
+            if "gl_xpass" in k}
+    assert regs.keys() == {"float32", "float64"}, proc.stdout[-2000:]
+    for dt, r in regs.items():
+        assert r["registers"] == xpass.REGISTERS[dt] and r["spill_stores"] == r["spill_loads"] == 0, \
+            (dt, r)
