@@ -56,6 +56,14 @@ def test_choose_splits_fills_whole_waves():
     for rt, et, wave in [(32, 81, 528), (1, 1, 528), (7, 938, 132), (300, 5, 528)]:
         S, per = choose_splits(rt, et, wave)
         assert (S - 1) * per < et <= S * per                 # whole tiles, none empty
+    # the O(sqrt) search finds what trying every tile count finds
+    rng = np.random.default_rng(0)
+    for rt, et, wave in zip(rng.integers(1, 3000, 60), rng.integers(1, 3000, 60),
+                            rng.choice([132, 264, 528, 1056], 60)):
+        best = min(((-(-rt * -(-et // per) // wave)) * (per + 1), -(-et // per), per)
+                   for per in range(1, et + 1))
+        assert choose_splits(int(rt), int(et), int(wave)) == best[1:], (rt, et, wave)
+    assert choose_splits(1, 2**25, 132)[0] <= 2**25         # large m: fast (sqrt search)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

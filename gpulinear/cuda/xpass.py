@@ -127,8 +127,13 @@ def choose_splits(row_tiles, ex_tiles, wave, split_cost=SPLIT_COST_TILES):
     (a wave: the blocks the GPU holds at once; a block's time: its tiles plus the cost of its
     partial sums); ties go to fewer splits.  Only the last split may be short: S = ceil(ex_tiles
     / tiles per split), so no split is empty."""
+    # every split count S = ceil(ex_tiles / per) with its fewest tiles per split: per up to
+    # sqrt(ex_tiles) directly, larger ones as ceil(ex_tiles / S) for S up to sqrt(ex_tiles)
+    root = math.isqrt(ex_tiles) + 1
+    pers = set(range(1, min(ex_tiles, root) + 1))
+    pers.update(-(-ex_tiles // S) for S in range(1, min(ex_tiles, root) + 1))
     best = None
-    for per in range(1, ex_tiles + 1):
+    for per in sorted(pers):
         S = -(-ex_tiles // per)
         if per > 1 and -(-ex_tiles // (per - 1)) == S:
             continue                               # same S with fewer tiles per block exists
@@ -168,6 +173,8 @@ def plan_xpass(R, m, d, k, dtype, n_sm=132, blocks_per_sm=None) -> XPassPlan:
     row_tiles, ex_tiles = -(-R // TR), -(-m // MT)
     wave = blocks_per_sm * n_sm
     S, per = choose_splits(row_tiles, ex_tiles, wave)
+    if per * (2 * -(-d // DC) - 1) >= 2**31:        # the kernel counts a block's stages in int
+        raise ValueError(f"plan_xpass: m={m}, d={d} give a block more stages than an int counts")
     waves = -(-row_tiles * S // wave)
     return XPassPlan((row_tiles, S, 1), (THREADS, 1, 1), S, per * MT, ld, ld, ld,
                      TR, MT, DC, int(R), int(m), int(d), int(k), dt, smem, int(blocks_per_sm),
