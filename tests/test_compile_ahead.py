@@ -40,7 +40,9 @@ err, prog = nvrtc.nvrtcCreateProgram(src.encode(), name.encode(), 0, [], [])
 assert err == S, err
 for e in exprs:
     assert nvrtc.nvrtcAddNameExpression(prog, e.encode())[0] == S, e
-opts = [b"-std=c++17", b"-arch=compute_90"]           # the loader's option + CuPy's arch
+# exactly what CuPy passes for a RawModule on an sm_90 GPU (loader's options, then CuPy's
+# -ftz=true, -arch=sm_90 and --device-as-default-execution-space): a cubin, so ptxas runs too
+opts = [o.encode() for o in _loader.cupy_nvrtc_options("90")]
 (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
 if err != S:
     _, size = nvrtc.nvrtcGetProgramLogSize(prog)

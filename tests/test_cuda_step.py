@@ -242,7 +242,8 @@ class EmuLauncher(TwinLauncher):
         (W, ldw, X, ldx, Yt, prow, Gpart, ldg, Lpart, R, m, d, k, mps, clock) = args
         plan = SimpleNamespace(dtype=W.dtype.name, R=int(R), m=int(m), d=int(d), k=int(k),
                                m_per_split=int(mps), splits=Gpart.shape[0], ldw=int(ldw),
-                               ldx=int(ldx), ldg=int(ldg), grid=grid, block=block)
+                               ldx=int(ldx), ldg=int(ldg), grid=grid, block=block,
+                               shared_bytes=int(shared_mem))
         from gpulinear.cuda._loader import kernel_source
         exe = harness.build(kernel_source("xpass.cu"), plan.dtype)
         out = harness.run_xpass(exe, plan, W, X, Yt, prow, Gpart, use_clock=True,
