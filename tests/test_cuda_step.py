@@ -88,7 +88,8 @@ def test_launches_per_step_and_argument_layouts(k, dtype):
         assert a.kind == "array" and a.shape == shape and a.dtype == dt, (pos, a)
         assert c_contiguous(a), (pos, a)
     upd = next(launch for launch in launcher.launches if launch.name == "update")
-    assert upd.grid == (C,)
+    from gpulinear.cuda.update import CONFIGS_PER_BLOCK
+    assert upd.grid == (-(-C // CONFIGS_PER_BLOCK),) and upd.block == (32 * CONFIGS_PER_BLOCK,)
     packed_types = {"theta": dtype, "state": dtype, "hyper": dtype, "work": dtype, "p": dtype,
                     "target": dtype, "log": dtype, "count": "int64", "opt": "int32",
                     "e2e": "int32", "depth": "int32", "dims": "int32", "poff": "int64",
@@ -129,12 +130,12 @@ class TwinLauncher:
         clock[0] += 1
         self.calls += 1
 
-    def numba(self, name, kernel, grid, block, args):
+    def numba(self, name, kernel, grid, block, args, shared_mem=0):
         assert name == "update"
         self.calls += 1
         if self.numba_kernel:
             from gpulinear.cuda.update import kernel as update_kernel
-            update_kernel()[grid, (32,)](*args)
+            update_kernel()[grid, block, 0, shared_mem](*args)
             return
         from gpulinear.cuda.layout import Packed
         Gpart, Lpart, W = args[:3]

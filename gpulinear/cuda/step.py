@@ -27,6 +27,7 @@ from ..losses import config_loss
 from ..plan import start_weights
 from .launch import Launcher
 from .layout import end_to_end, pack
+from .update import needs_eq10
 from .xpass import launch_xpass, padded, plan_xpass
 
 
@@ -50,6 +51,7 @@ class CudaStep:
         losses = [config_loss(c, loss) for c in configs]
         packed = pack(configs, losses, [start_weights(c, d, k) for c in configs], d, k,
                       self.dt, len(rec_steps), targets=targets)
+        self.eq10 = needs_eq10(packed, k)              # Eq 10's shared scratch in the update
         if n_sm is None:
             n_sm = _sm_count(xp)
         self.plan = plan = plan_xpass(C * k, m, d, k, self.dt, n_sm=n_sm)
@@ -91,7 +93,7 @@ class CudaStep:
         dev, Gpart, Lpart, W, clock = self._numba_views
         launch_update(self.launcher, dev, Gpart, Lpart, W, clock, self.plan.splits, self.m,
                       self.k, self.d, self.steps, self.log_every, self.limit,
-                      do_update=do_update)
+                      do_update=do_update, eq10=self.eq10)
 
     def _make_numba_views(self):
         """The update kernel's arrays as Numba device arrays, made once: handing CuPy arrays to a
