@@ -181,6 +181,7 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, g
     if which == "numpy":
         return ArrayStep(np, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
     p_of = [config_loss(c, loss).p for c in configs]
+    why_not = None
     if fused is not False and None not in p_of:
         try:
             if gram_on and set(p_of) == {2.0}:
@@ -191,17 +192,23 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, g
                 return step
             return _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit)
         # no numba-cuda (ImportError), no GPU for Numba or no NVRTC (RuntimeError, which
-        # cuda-pathfinder's DynamicLibNotFoundError is), a shape the kernels refuse (ValueError)
+        # cuda-pathfinder's DynamicLibNotFoundError is), a kernel that does not compile, link or
+        # load (cuda.step.KernelLoadError, a RuntimeError: the step compiles both when built),
+        # a shape the kernels refuse (ValueError)
         except (ImportError, RuntimeError, ValueError) as exc:
             if fused:
                 raise
-            print(f"gpulinear: fused CUDA step not used ({type(exc).__name__}: {exc}); "
+            why_not = f"{type(exc).__name__}: {exc}"
+            print(f"gpulinear: fused CUDA step not used ({why_not.splitlines()[0][:300]}); "
                   "array step on CuPy", file=sys.stderr)
     elif fused:
         raise ValueError("fused=True: the fused CUDA step takes lp losses only; this call has "
                          "softmax cross-entropy configs (use fused=None)")
     import cupy
-    return ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+    step = ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+    if why_not is not None:                      # Result.meta says why the fused step did not run
+        step.meta = dict(getattr(step, "meta", None) or {}, fused_fallback=why_not)
+    return step
 
 
 def _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit):

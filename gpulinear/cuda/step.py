@@ -15,6 +15,12 @@ host_arrays, state_arrays, load_state).  A segment that ends with its last updat
 with an evaluate-only update launch; the next segment starts with an update-only launch of that
 step (its bookkeeping repeats, idempotently).  So a segment of n steps is 2n launches, plus one.
 
+Every kernel is compiled and loaded when the step is built (`load_kernels`), before step 1: a
+compile, link or driver error (CuPy's CompileException from NVRTC, Numba's NvvmError /
+NvvmSupportError / LinkerError / NvrtcError / CudaAPIError, cuda-bindings' and
+cuda-pathfinder's errors) is raised there as a KernelLoadError naming the stage, so train()
+falls back to the array step (fused=None) or raises it (fused=True) instead of failing at step 1.
+
 `xp` and `launcher` are injectable: tests run this class on the CPU with NumPy arrays and a
 RecordingLauncher (the host glue) or twin launchers (the whole step against the NumPy engine).
 """
@@ -29,6 +35,10 @@ from .launch import Launcher
 from .layout import end_to_end, pack
 from .update import needs_eq10
 from .xpass import launch_xpass, padded, plan_xpass
+
+
+class KernelLoadError(RuntimeError):
+    """A kernel of the fused step failed to compile, link or load when the step was built."""
 
 
 class CudaStep:
@@ -81,7 +91,29 @@ class CudaStep:
             (sum(a.nbytes for a in self.dev) + self.W.nbytes + self.prow.nbytes
              + self.Gpart.nbytes + self.Lpart.nbytes) / C), "device_bytes_shared": per_call,
             "xpass_grid": plan.grid, "example_splits": plan.splits}
-        self._numba_views = self._make_numba_views()
+        if self.launcher.runs_kernels:
+            self.load_kernels()
+        else:
+            self._numba_views = self._make_numba_views()
+
+    def load_kernels(self):
+        """Compile and load both kernels now, on this device, for this call's dtype and
+        argument types (the launches then reuse them); any error -> KernelLoadError naming the
+        stage and the original error (also chained as __cause__)."""
+        from . import _loader
+        from .update import load_update_kernel
+        stage = "the X-pass (kernels/xpass.cu: NVRTC through CuPy's RawModule, module load)"
+        try:
+            kernel = _loader.get_kernel("xpass.cu", "gl_xpass", self.plan.dtype)
+            kernel.attributes                     # the module is loaded: its function resolves
+            stage = "the update kernel (Numba-CUDA views of the step's arrays)"
+            self._numba_views = self._make_numba_views()
+            stage = ("the update kernel (Numba-CUDA: NVVM compile, then link and load: "
+                     "nvJitLink where the driver is older than the PTX)")
+            load_update_kernel(self._update_args(True))
+        except Exception as exc:                  # every compile/link/driver error: see above
+            raise KernelLoadError(f"{stage} failed: {type(exc).__name__}: "
+                                  f"{str(exc).strip()[:2000]}") from exc
 
     # -- launches --------------------------------------------------------------------------
     def _xpass(self):
@@ -94,6 +126,13 @@ class CudaStep:
         launch_update(self.launcher, dev, Gpart, Lpart, W, clock, self.plan.splits, self.m,
                       self.k, self.d, self.steps, self.log_every, self.limit,
                       do_update=do_update, eq10=self.eq10)
+
+    def _update_args(self, do_update):
+        """The update kernel's argument tuple, as _update launches it."""
+        from .update import kernel_args
+        dev, Gpart, Lpart, W, clock = self._numba_views
+        return kernel_args(dev, Gpart, Lpart, W, clock, self.plan.splits, self.m, self.k, self.d,
+                           self.steps, self.log_every, self.limit, do_update)
 
     def _make_numba_views(self):
         """The update kernel's arrays as Numba device arrays, made once: handing CuPy arrays to a

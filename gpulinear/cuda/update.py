@@ -46,7 +46,8 @@ from ..optim import HYPERPARAMETERS, OPTIMIZER_NAMES, get_optimizer
 from .layout import Packed, unpack_params, unpack_state
 
 __all__ = ["kernel", "kernel_args", "launch_update", "update_twin", "precondition_eigen",
-           "CONFIGS_PER_BLOCK", "update_launch_shape"]
+           "CONFIGS_PER_BLOCK", "update_launch_shape",
+           "load_update_kernel"]
 
 # Configs per block: one warp each (gpulinear.cuda._update_kernel).  4 warps = 128 threads a
 # block: small blocks fill the SMs evenly for any C (ESTIMATE, not tuned: no GPU has run it).
@@ -58,6 +59,18 @@ def kernel():
     """The update kernel's Numba dispatcher (imports numba.cuda; compiled once per dtype)."""
     from ._update_kernel import update_kernel
     return update_kernel
+
+
+def load_update_kernel(args):
+    """Compile the update kernel for the types of `args` (kernel_args' tuple) and load it on
+    the current device, now: NVVM errors (NvvmError, NvvmSupportError: no libNVVM) surface at
+    compile(), link and load errors (LinkerError; CudaAPIError such as
+    CUDA_ERROR_UNSUPPORTED_PTX_VERSION from a driver older than the PTX) at bind().  The
+    launches with arguments of the same types reuse this compilation.  Returns the kernel."""
+    import numba
+    compiled = kernel().compile(tuple(numba.typeof(a) for a in args))
+    compiled.bind()
+    return compiled
 
 
 def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit,
