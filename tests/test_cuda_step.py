@@ -350,3 +350,55 @@ def test_all_l2_calls_run_the_fused_step_on_the_gram_data(monkeypatch):
     plain = train_through_cuda_step(monkeypatch, TwinLauncher(), X, Y, cfgs, gram=False, **kw)
     assert plain.meta["step"] == "cuda-fused" and "gram_rows" not in plain.meta
     assert_same_run(plain, ref, rtol=1e-12)
+
+
+class RecordingReplay:
+    """Stands in for gpulinear.cuda.graph.Replay on the CPU: runs every piece (so the
+    RecordingLauncher sees the launches in order) and records, per graph key, how many launches
+    the piece held and how often it ran."""
+    enabled, fallback_reason = True, None
+
+    def __init__(self, launcher):
+        self.launcher, self.nodes, self.runs, self.replays = launcher, {}, {}, 0
+
+    def run(self, key, launches):
+        before = len(self.launcher.launches)
+        launches()
+        n = len(self.launcher.launches) - before
+        assert self.nodes.setdefault(key, n) == n, key        # a key is one fixed launch sequence
+        self.replays += key in self.runs
+        self.runs[key] = self.runs.get(key, 0) + 1
+
+
+@pytest.mark.parametrize("log_every", [3, 64, 1000, 5000])
+def test_graphs_stay_small_whatever_log_every(log_every):
+    """A segment of n steps is replayed as a fixed GRAPH_STEPS-step graph (n - 1) // K times,
+    one remainder piece and the last step, in the flat launch order (lead update, then X-pass /
+    update pairs, the last update evaluate-only): the graphs' sizes do not grow with log_every."""
+    from gpulinear.cuda.step import GRAPH_STEPS as K
+    X, Y = problem(1)
+    cfgs = mixed(1)[:3]
+    steps = 5003
+    launcher = RecordingLauncher()
+    replay = RecordingReplay(launcher)
+    step = CudaStep(X, Y, cfgs, gl.Lp(4), np.dtype("float32"), record_steps(steps, log_every),
+                    None, np.inf, xp=np, launcher=launcher, replay=replay)
+    step.xp = Forbidden()
+    ends = segment_ends(0, steps, log_every)
+    for end in ends:
+        step.advance_to(end, steps)
+    assert max(replay.nodes.values()) <= 2 * K
+    assert set(replay.nodes) <= {("lead",), ("last",)} | {("steps", r) for r in range(1, K + 1)}
+    assert len(replay.nodes) <= 5                  # lead, K steps, <= 2 remainders, last
+    if log_every >= 2 * K:
+        assert replay.runs[("steps", K)] >= (log_every - 1) // K
+    # the flat order: per segment [update(1)], (xpass, update(1)) x (n - 1), xpass, update(0)
+    names = [(launch.name, launch.args[-1].value if launch.name == "update" else None)
+             for launch in launcher.launches]
+    want, t = [], 0
+    for i, end in enumerate(ends):
+        n = end - t + (0 if i else 1)
+        want += ([("update", 1)] if i else []) + [("xpass", None), ("update", 1)] * (n - 1) \
+            + [("xpass", None), ("update", 0)]
+        t = end
+    assert names == want

@@ -13,7 +13,8 @@ segment_ends) are captured once into a CUDA graph and replayed (gpulinear.cuda.g
 Implements the step interface of gpulinear.step (t, advance_to, flush, all_reached,
 host_arrays, state_arrays, load_state).  A segment that ends with its last update pending ends
 with an evaluate-only update launch; the next segment starts with an update-only launch of that
-step (its bookkeeping repeats, idempotently).  So a segment of n steps is 2n launches, plus one.
+step (its bookkeeping repeats, idempotently).  So a segment of n steps is 2n launches, plus one,
+replayed as a few small graphs (`_pieces`: GRAPH_STEPS steps each, plus a remainder).
 
 Every kernel is compiled and loaded when the step is built (`load_kernels`), before step 1: a
 compile, link or driver error (CuPy's CompileException from NVRTC, Numba's NvvmError /
@@ -37,6 +38,12 @@ from .update import needs_eq10
 from .xpass import launch_xpass, padded, plan_xpass
 
 
+# Steps per replayed CUDA graph: a graph of 2 x 64 kernel nodes, launched (n - 1) // 64 times per
+# segment of n steps, plus one graph for the remainder (ESTIMATE: at >= 8 us a step, one graph
+# launch (~5-10 us of host time) covers ~0.5 ms of GPU work, so the host stays ahead).
+GRAPH_STEPS = 64
+
+
 class KernelLoadError(RuntimeError):
     """A kernel of the fused step failed to compile, link or load when the step was built."""
 
@@ -45,7 +52,7 @@ class CudaStep:
     kind = "cuda-fused"
 
     def __init__(self, X64, Y64, configs, loss, dt, rec_steps, targets, limit, xp=None,
-                 launcher=None, graphs=True, n_sm=None):
+                 launcher=None, graphs=True, n_sm=None, replay=None):
         if xp is None:
             import cupy as xp
         self.xp = xp
@@ -84,6 +91,8 @@ class CudaStep:
             self.replay = Replay(enabled=graphs)
             self.launcher.cupy_stream = self.replay.stream
             xp.cuda.Device().synchronize()
+        if replay is not None:                         # tests: a stand-in that records pieces
+            self.replay = replay
         self.t = 0
         self.evaluated = False
         per_call = self.X.nbytes + self.Yt.nbytes
@@ -148,16 +157,31 @@ class CudaStep:
         return (type(self.dev)(*[view(a) for a in self.dev]),
                 *[view(a) for a in arrays[1:]])
 
-    def _segment(self, lead_update, n):
-        """The launches of one segment: [update of the pending step], then n x (X-pass,
-        update), the last update evaluate-only (its step's update stays pending)."""
-        def launches():
-            if lead_update:
-                self._update(True)
-            for i in range(n):
-                self._xpass()
-                self._update(i < n - 1)
-        return launches
+    def _pieces(self, lead_update, n):
+        """The launches of one segment as [(graph key, launches, times)]: [the update of the
+        pending step], then n - 1 x (X-pass, update) in pieces of GRAPH_STEPS steps (one graph,
+        replayed (n - 1) // GRAPH_STEPS times) and one piece of the remainder, then the last
+        step's X-pass and its evaluate-only update (its step's update stays pending).  Every
+        graph has at most 2 GRAPH_STEPS nodes, whatever log_every: capture and build time stay
+        fixed (a segment of n steps was one graph of 2 n + 1 nodes)."""
+        def steps(count):
+            def launches():
+                for _ in range(count):
+                    self._xpass()
+                    self._update(True)
+            return launches
+
+        def last():
+            self._xpass()
+            self._update(False)
+
+        full, rest = divmod(n - 1, GRAPH_STEPS)
+        pieces = [(("lead",), lambda: self._update(True), 1)] if lead_update else []
+        if full:
+            pieces.append((("steps", GRAPH_STEPS), steps(GRAPH_STEPS), full))
+        if rest:
+            pieces.append((("steps", rest), steps(rest), 1))
+        return pieces + [(("last",), last, 1)]
 
     # -- the step interface ----------------------------------------------------------------
     def advance_to(self, end, steps):
@@ -167,17 +191,19 @@ class CudaStep:
             return
         first = self.t + 1 if lead else self.t
         n = last - first + 1
-        launches = self._segment(lead, n)
+        for key, launches, times in self._pieces(lead, n):
+            for _ in range(times):
+                if self.replay is None:
+                    launches()
+                else:
+                    self.replay.run(key, launches)
         if self.replay is not None:
-            self.replay.run((lead, n), launches)
             reason = self.replay.fallback_reason
             self.meta["graph"] = (
                 f"eager launches (capture failed: {reason})" if reason else
-                "replayed" if self.replay.replays else
+                f"replayed (graphs of up to {GRAPH_STEPS} steps)" if self.replay.replays else
                 "eager launches (graphs off)" if not self.replay.enabled else
-                "eager launches (no segment shape ran twice: graphs replay from the second)")
-        else:
-            launches()
+                "eager launches (no piece ran twice: graphs replay from the second)")
         self.t = last
         self.evaluated = True
 
