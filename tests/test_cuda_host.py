@@ -150,9 +150,29 @@ def test_plan_chunks_too_big_is_a_clear_error():
 
 def test_device_info_says_why():
     info = glc.device_info()
-    assert set(info) >= {"available", "why", "cupy", "numba_cuda", "tf32"}
+    assert set(info) >= {"available", "why", "cupy", "numba_cuda", "tf32", "driver", "libraries",
+                         "step"}
+    assert set(info["libraries"]) == {"nvrtc", "nvvm", "nvJitLink"}
     text = glc.format_device_info(info)
+    for name in ("CUDA driver:", "nvrtc:", "nvvm:", "nvJitLink:", "would take:"):
+        assert name in text, text
     if not info["available"]:
         assert "unavailable" in text and info["why"] in text
+        assert info["step"].startswith("numpy")
     else:
-        assert info["name"] in text
+        assert info["name"] in text and "runtime CUDA" in text
+
+
+def test_cuda_extras_bring_the_run_time_compilers():
+    """cuda12 / cuda13 install numba-cuda with its own [cu12] / [cu13] extra (libNVVM,
+    nvJitLink): plain numba-cuda finds no libNVVM and cannot compile the update kernel."""
+    import pathlib
+    import re
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for major in ("12", "13"):
+        reqs = extras[f"cuda{major}"]
+        assert any(re.match(rf"cupy-cuda{major}x\b", r) for r in reqs), reqs
+        assert any(re.match(rf"numba-cuda\[cu{major}\]", r) for r in reqs), reqs
