@@ -115,3 +115,22 @@ def test_main_prints_the_three_parts_and_a_labelled_roofline():
     f, i = (float(r.split("|")[2]) for r in (floor, issue))
     if "ASSUMED (no gl_xpass" in issue:
         assert i == pytest.approx(2 * f, rel=1e-3)
+
+
+def test_timing_split_runs_on_a_cpu_only_as_far_as_its_help():
+    """benchmarks/timing_split.py imports CuPy only inside a point: --help works anywhere."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "timing_split.py"), "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--K" in proc.stdout, proc.stderr
+
+
+@pytest.mark.gpu
+def test_timing_split_point_on_a_gpu():
+    pytest.importorskip("cupy")
+    from gpulinear.backend import cuda_status
+    if not cuda_status()[0]:
+        pytest.skip("no usable CUDA GPU")
+    ts = _load("timing_split")
+    r = ts.point(60, K=4, reps=1)
+    assert r["xpass_us"] > 0 and r["update_us"] > 0 and r["step_us"] > 0, r
+    assert r["alive_after"] == 60
