@@ -176,3 +176,20 @@ def test_cuda_extras_bring_the_run_time_compilers():
         reqs = extras[f"cuda{major}"]
         assert any(re.match(rf"cupy-cuda{major}x\b", r) for r in reqs), reqs
         assert any(re.match(rf"numba-cuda\[cu{major}\]", r) for r in reqs), reqs
+
+
+def test_cuda_package_imports_nothing_from_the_engine():
+    """gpulinear.cuda is below the engine: the engine picks a step, the step never calls back."""
+    import ast
+    import pathlib
+    folder = pathlib.Path(glc.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")] + \
+                    [f"{'.' * node.level}{node.module or ''}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not any(n.split(".")[-1] == "engine" or ".engine" in n for n in names), \
+                (path.name, names)
