@@ -52,8 +52,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     On NumPy a grid larger than the available memory runs in chunks (gpulinear.memory).
     fused (CUDA only): None — calls whose losses are
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
-    fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
-    an error instead of the fallback; False — always the array step on CuPy.
+    fall back to the array step on CuPy, with a message (and the reason in
+    Result.meta["fused_fallback"]), where it cannot run or its kernels do not compile or load
+    (both are compiled when the step is built, before step 1); True — the same but an error
+    instead of the fallback; False — always the array step on CuPy.
     gram: l2 configs through the Gram matrix (gpulinear.gram: exact algebra, 2 k d^2 flops per
     config-step instead of 4 m d k); None — where it is cheaper, d < m; True / False — always /
     never (False: every config on the data path, the passes over the m examples).  On CUDA it

@@ -193,3 +193,14 @@ def test_cuda_package_imports_nothing_from_the_engine():
                 names = [a.name for a in node.names]
             assert not any(n.split(".")[-1] == "engine" or ".engine" in n for n in names), \
                 (path.name, names)
+
+
+def test_update_launch_shape_warp_per_config_and_eq10_shared_memory():
+    from gpulinear.cuda.update import update_launch_shape
+    assert update_launch_shape(10, 1, False, 4) == ((3,), (128,), 0)
+    assert update_launch_shape(8, 3, True, 2) == ((4,), (64,), 2 * 8 * (5 * 9 + 3))
+    # k = 16: 10.1 KiB of float64 scratch a warp, so at most 4 warps in a block's 48 KiB
+    grid, block, shared = update_launch_shape(10, 16, True, 8)
+    assert block == (128,) and grid == (3,) and shared == 4 * 8 * (5 * 256 + 16) <= 48 * 1024
+    with pytest.raises(ValueError, match="configs_per_block"):
+        update_launch_shape(10, 1, False, 0)

@@ -5,7 +5,7 @@ the end-to-end matrices (R = C k; row i = output i % k of config i // k), and wr
     Gpart (S, R, ldg)   sum over the examples of split s of |r|^(p-2) r x_j  (not divided by m)
     Lpart (S, R)        sum over the examples of split s of |r|^p            (not / (p m))
 and increments the step counter clock[0] (start -1, so this launch sees t = clock[0]).  Then
-this kernel, one block per config c (gpulinear.cuda._update_kernel.update_kernel), does exactly
+this kernel, one warp per config c (gpulinear.cuda._update_kernel.update_kernel), does exactly
 what engine._Run.step does for c at step t:
   a. G = sum_s Gpart[s, rows of c, :d] / m;  loss = sum Lpart[:, rows of c] / (p m)
   b. healthy = loss finite, loss <= limit and W_e = W[rows of c, :d] finite; a live config that
@@ -53,6 +53,7 @@ __all__ = ["kernel", "kernel_args", "launch_update", "update_twin", "preconditio
 # block: small blocks fill the SMs evenly for any C (ESTIMATE, not tuned: no GPU has run it).
 CONFIGS_PER_BLOCK = 4
 WARP = 32
+MAX_DYNAMIC_SHARED = 48 * 1024
 
 
 def kernel():
@@ -89,13 +90,16 @@ def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_ever
 def update_launch_shape(C, k, needs_eq10, configs_per_block=CONFIGS_PER_BLOCK):
     """(grid, block, dynamic shared bytes) of one update launch over C configs: one warp per
     config, `configs_per_block` warps a block; Eq 10's float64 k x k scratch per warp only when
-    the call has an e2e config with k > 1 and depth > 1 (needs_eq10)."""
+    the call has an e2e config with k > 1 and depth > 1 (needs_eq10), and then fewer warps a
+    block where they would need more than 48 KiB (k = 16: 10.1 KiB a warp, 4 a block)."""
     if not 1 <= configs_per_block <= 32:
         raise ValueError(f"configs_per_block must be in [1, 32] (a block of at most 1024 "
                          f"threads, one warp per config), got {configs_per_block}")
-    per_warp = 5 * k * k + k if needs_eq10 else 0
+    per_warp = 8 * (5 * k * k + k) if needs_eq10 else 0
+    if per_warp:        # within the 48 KiB of dynamic shared memory a launch gets without opt-in
+        configs_per_block = max(1, min(configs_per_block, MAX_DYNAMIC_SHARED // per_warp))
     return ((-(-C // configs_per_block),), (WARP * configs_per_block,),
-            8 * per_warp * configs_per_block)
+            per_warp * configs_per_block)
 
 
 def needs_eq10(dev: Packed, k) -> bool:
