@@ -529,7 +529,8 @@ def main(argv=None):
     out += ["", "FMA share = FFMA (float) or DFMA (double) instructions / all instructions of the "
             "hottest innermost loop (the loop body between a backward branch and its target; "
             "NOPs not counted).", "",
-            "### b. Numba update kernel (numba.cuda.compile_ptx, cc 9.0, then ptxas -v, or nvJitLink where ptxas is older than the PTX)", ""]
+            "### b. Numba update kernel (numba.cuda.compile_ptx, cc 9.0, then ptxas -v, or "
+            "nvJitLink where ptxas is older than the PTX)", ""]
     out += [resources_table(b_rows)] if b_rows else []
     out += [f"- {b_note}"] if b_note else []
     info = {r["kernel"]: r for r in rows}

@@ -3,7 +3,8 @@ RawModule compiles with) builds every kernels/*.cu from the loader's exact sourc
 every name expression; numba-cuda compiles the update kernel to PTX for sm_90 (typing errors the
 simulator does not check), and that PTX, exactly as emitted (its `.version` not rewritten), is
 assembled for sm_90 without spills by nvJitLink (what numba-cuda links with where the driver is
-older than the PTX) and by the ptxas on PATH where that ptxas reads its PTX ISA.  Needs the NVRTC / libNVVM
+older than the PTX) and by the ptxas on PATH where that ptxas reads its PTX ISA.  Needs the
+NVRTC / libNVVM
 wheels (numba-cuda's `cu13` extra, in the test extra); skips, saying so, without them."""
 import os
 import re

@@ -135,17 +135,20 @@ def device_info(check_step=True) -> dict:
 
 def format_device_info(info=None) -> str:
     info = device_info() if info is None else info
-    lines = [f"CuPy: {info['cupy'] or 'not installed'}; numba-cuda: {info['numba_cuda'] or 'not installed'}",
+    lines = [f"CuPy: {info['cupy'] or 'not installed'}; "
+             f"numba-cuda: {info['numba_cuda'] or 'not installed'}",
              f"CUDA driver: {info.get('driver', '?')}"]
     for name, what in info.get("libraries", {}).items():
         lines.append(f"{name}: {what}")
     if not info["available"]:
         lines.append(f"CUDA: unavailable: {info['why']}")
     else:
-        lines += [f"GPU {info['device']}: {info['name']} (compute capability {info['compute_capability']})",
+        lines += [f"GPU {info['device']}: {info['name']} "
+                  f"(compute capability {info['compute_capability']})",
                   f"driver CUDA {info['driver']}, runtime CUDA {info['runtime']}",
                   f"memory: {_fmt(info['free_memory'])} free of {_fmt(info['total_memory'])}",
-                  "float32 matmul: " + ("TF32 allowed (CUPY_TF32 is set)" if info["tf32"] else "full FP32")]
+                  "float32 matmul: " + ("TF32 allowed (CUPY_TF32 is set)" if info["tf32"]
+                                        else "full FP32")]
     if "step" in info:
         lines.append(f"a train(backend='auto') call would take: {info['step']}")
     return "\n".join(lines)

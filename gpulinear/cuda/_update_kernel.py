@@ -39,7 +39,6 @@ from numba import config as _numba_config
 from numba import cuda, float64
 
 from ..optim import HYPERPARAMETERS, OPTIMIZER_NAMES, OPTIMIZERS
-from .layout import K_MAX
 
 WARP = 32            # lanes per config (a whole warp: the shuffles' full mask)
 FULL_MASK = 0xFFFFFFFF
