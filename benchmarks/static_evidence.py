@@ -458,7 +458,7 @@ def latency_table(args, cols, upd_row):
         so, sn = tx + uo + 2 * node, tx + un + 2 * node
         tj, ij = jax_peer(B, m, d, node)
         ro, rn, rj = B / so, B / sn, B / tj
-        rows.append(f"| {B:,} | {tx * 1e6:.1f} | {uo * 1e6:.1f} -> {un * 1e6:.1f} | "
+        rows.append(f"| {B:,} (ESTIMATE) | {tx * 1e6:.1f} | {uo * 1e6:.1f} -> {un * 1e6:.1f} | "
                     f"{so * 1e6:.1f} -> {sn * 1e6:.1f} | {ro / 1e6:.1f} M -> {rn / 1e6:.1f} M | "
                     f"{100 * ro * floor:.0f} % -> {100 * rn * floor:.0f} % | "
                     f"{tj * 1e6:.0f} ({rj / 1e6:.1f} M) | {rn / rj:.1f}x |")
