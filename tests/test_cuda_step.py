@@ -370,35 +370,39 @@ class RecordingReplay:
         self.runs[key] = self.runs.get(key, 0) + 1
 
 
-@pytest.mark.parametrize("log_every", [3, 64, 1000, 5000])
-def test_graphs_stay_small_whatever_log_every(log_every):
+def test_graphs_stay_small_whatever_log_every():
     """A segment of n steps is replayed as a fixed GRAPH_STEPS-step graph (n - 1) // K times,
     one remainder piece and the last step, in the flat launch order (lead update, then X-pass /
     update pairs, the last update evaluate-only): the graphs' sizes do not grow with log_every."""
     from gpulinear.cuda.step import GRAPH_STEPS as K
     X, Y = problem(1)
     cfgs = mixed(1)[:3]
-    steps = 5003
-    launcher = RecordingLauncher()
-    replay = RecordingReplay(launcher)
-    step = CudaStep(X, Y, cfgs, gl.Lp(4), np.dtype("float32"), record_steps(steps, log_every),
-                    None, np.inf, xp=np, launcher=launcher, replay=replay)
-    step.xp = Forbidden()
-    ends = segment_ends(0, steps, log_every)
-    for end in ends:
-        step.advance_to(end, steps)
-    assert max(replay.nodes.values()) <= 2 * K
-    assert set(replay.nodes) <= {("lead",), ("last",)} | {("steps", r) for r in range(1, K + 1)}
-    assert len(replay.nodes) <= 5                  # lead, K steps, <= 2 remainders, last
-    if log_every >= 2 * K:
-        assert replay.runs[("steps", K)] >= (log_every - 1) // K
-    # the flat order: per segment [update(1)], (xpass, update(1)) x (n - 1), xpass, update(0)
-    names = [(launch.name, launch.args[-1].value if launch.name == "update" else None)
-             for launch in launcher.launches]
-    want, t = [], 0
-    for i, end in enumerate(ends):
-        n = end - t + (0 if i else 1)
-        want += ([("update", 1)] if i else []) + [("xpass", None), ("update", 1)] * (n - 1) \
-            + [("xpass", None), ("update", 0)]
-        t = end
-    assert names == want
+    steps = 1203
+    biggest = {}
+    for log_every in (3, 2 * K, 1000):
+        launcher = RecordingLauncher()
+        replay = RecordingReplay(launcher)
+        step = CudaStep(X, Y, cfgs, gl.Lp(4), np.dtype("float32"),
+                        record_steps(steps, log_every), None, np.inf, xp=np, launcher=launcher,
+                        replay=replay)
+        step.xp = Forbidden()
+        ends = segment_ends(0, steps, log_every)
+        for end in ends:
+            step.advance_to(end, steps)
+        biggest[log_every] = max(replay.nodes.values())
+        assert set(replay.nodes) <= {("lead",), ("last",)} | {("steps", r)
+                                                               for r in range(1, K + 1)}
+        assert len(replay.nodes) <= 5              # lead, K steps, <= 2 remainders, last
+        if log_every >= 2 * K:
+            assert replay.runs[("steps", K)] >= (log_every - 1) // K
+        # the flat order: per segment [update(1)], (xpass, update(1)) x (n - 1), xpass, update(0)
+        names = [(launch.name, launch.args[-1].value if launch.name == "update" else None)
+                 for launch in launcher.launches]
+        want, t = [], 0
+        for i, end in enumerate(ends):
+            n = end - t + (0 if i else 1)
+            want += ([("update", 1)] if i else []) + [("xpass", None), ("update", 1)] * (n - 1) \
+                + [("xpass", None), ("update", 0)]
+            t = end
+        assert names == want, log_every
+    assert biggest[1000] == biggest[2 * K] == 2 * K                # K steps, 2 launches each
