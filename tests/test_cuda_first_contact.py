@@ -9,7 +9,8 @@ this machine allows:
   - a missing libNVVM: numba-cuda's own NVVM handle is set to None, as when cuda-bindings finds
     no libnvvm, and the real Numba compile of the update kernel runs into it (NvvmSupportError);
   - a PTX-version refusal: the driver's CUDA_ERROR_UNSUPPORTED_PTX_VERSION (222) raised at the
-    module load (Numba's CudaAPIError) or by nvJitLink (Numba's LinkerError).
+    module load (Numba's CudaAPIError) or by nvJitLink (Numba's LinkerError);
+  - a launch the GPU refuses (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES) at the build's trial launch.
 """
 import os
 import subprocess
@@ -203,3 +204,44 @@ def test_train_falls_back_with_the_reason_or_raises_with_fused_true(monkeypatch,
     with pytest.raises(KernelLoadError, match=stage):
         gl.train(X, y, cfgs, loss="l4", steps=3, log_every=1, backend="cuda", dtype="float32",
                  fused=True)
+
+
+class Stream:
+    """Stands in for the step's CuPy stream in the trial launch."""
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+    def synchronize(self):
+        pass
+
+
+def test_a_refused_launch_surfaces_at_the_build(monkeypatch, gpu_stand_in):
+    pytest.importorskip("numba.cuda")
+    if SIM:
+        pytest.skip("the CUDA simulator is on in this process")
+    from numba.cuda.cudadrv.driver import CudaAPIError
+    gpu_stand_in(False)
+
+    class Compiled:
+        def bind(self):
+            pass
+
+    class Dispatcher:
+        def compile(self, sig):
+            return Compiled()
+    monkeypatch.setattr(update, "kernel", lambda: Dispatcher())
+
+    class RefusingLauncher(Launcher):
+        def raw(self, name, kernel, grid, block, args, shared_mem=0):
+            raise CudaAPIError(701, "Call to cuLaunchKernel results in "
+                                    "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES")
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 5)), rng.normal(size=(20, 1))
+    with pytest.raises(KernelLoadError, match="trial launch.*LAUNCH_OUT_OF_RESOURCES"):
+        CudaStep(X, Y, gl.grid(depth=[1, 3], lr=1e-2), gl.Lp(4), np.dtype("float32"),
+                 record_steps(4, 2), None, np.inf, xp=np, launcher=RefusingLauncher(),
+                 replay=types.SimpleNamespace(stream=Stream()))

@@ -107,8 +107,9 @@ class CudaStep:
 
     def load_kernels(self):
         """Compile and load both kernels now, on this device, for this call's dtype and
-        argument types (the launches then reuse them); any error -> KernelLoadError naming the
-        stage and the original error (also chained as __cause__)."""
+        argument types (the launches then reuse them), and launch them once (_trial_launch);
+        any error -> KernelLoadError naming the stage and the original error (also chained as
+        __cause__)."""
         from . import _loader
         from .update import load_update_kernel
         stage = "the X-pass (kernels/xpass.cu: NVRTC through CuPy's RawModule, module load)"
@@ -120,11 +121,28 @@ class CudaStep:
             stage = ("the update kernel (Numba-CUDA: NVVM compile, then link and load: "
                      "nvJitLink where the driver is older than the PTX)")
             load_update_kernel(self._update_args(True))
+            if self.replay is not None:
+                stage = ("a trial launch of both kernels (launch resources, memory faults: "
+                         "step 0's evaluation, which step 1's segment repeats idempotently)")
+                self._trial_launch()
         except Exception as exc:                  # every compile/link/driver error: see above
             raise KernelLoadError(f"{stage} failed: {type(exc).__name__}: "
                                   f"{str(exc).strip()[:2000]}") from exc
 
     # -- launches --------------------------------------------------------------------------
+    def _trial_launch(self):
+        """Launch the X-pass and an evaluate-only update of step 0 and wait for them, so a
+        launch the GPU refuses (too many registers or shared memory for the block, a fault)
+        surfaces at the build.  Its bookkeeping (step 0's log entry, a config unhealthy at
+        step 0, a target met at step 0) is what step 0's evaluation writes again; the clock is
+        set back."""
+        with self.replay.stream:
+            self._xpass()
+            self._update(False)
+        self.replay.stream.synchronize()
+        self.clock.fill(-1)
+        self.xp.cuda.Device().synchronize()
+
     def _xpass(self):
         launch_xpass(self.launcher, self.plan, self.W, self.X, self.Yt, self.prow, self.Gpart,
                      self.Lpart, self.clock)
