@@ -24,8 +24,8 @@ Precision: sums and the optimizer arithmetic run in float64 registers whatever t
 (loads of float32 values promote), and are rounded once when stored.
 
 The simulator (NUMBA_ENABLE_CUDASIM=1, read once when numba is imported) has no warp shuffles
-and no __syncwarp: there, and only there, `shfl_xor` / `shfl_idx` exchange through a shared
-array between two block barriers and `warp_sync` is a block barrier (the simulator releases a
+and no __syncwarp: there, and only there, `shfl_xor` exchanges through a shared array
+between two block barriers and `warp_sync` is a block barrier (the simulator releases a
 barrier when every live thread of the block waits at one, so warps on different paths do not
 deadlock).  The butterfly in warp_sum / warp_prod is the same code on both: the simulator tests
 the reduction, tests/test_compile_ahead.py compiles the shuffle version to PTX.  Other simulator
@@ -95,16 +95,6 @@ if SIM:
         return xch[tid ^ lane_mask]
 
     @cuda.jit(device=True)
-    def shfl_idx(val, src):
-        """val of lane `src` of this warp (simulator: through shared memory)."""
-        xch = cuda.shared.array(MAX_THREADS, float64)
-        tid = cuda.threadIdx.x
-        cuda.syncthreads()
-        xch[tid] = val
-        cuda.syncthreads()
-        return xch[tid - tid % WARP + src]
-
-    @cuda.jit(device=True)
     def warp_sync():
         cuda.syncthreads()
 else:
@@ -112,11 +102,6 @@ else:
     def shfl_xor(val, lane_mask):
         """val of lane (lane ^ lane_mask) of this warp."""
         return cuda.shfl_xor_sync(FULL_MASK, val, lane_mask)
-
-    @cuda.jit(device=True)
-    def shfl_idx(val, src):
-        """val of lane `src` of this warp."""
-        return cuda.shfl_sync(FULL_MASK, val, src)
 
     @cuda.jit(device=True)
     def warp_sync():
