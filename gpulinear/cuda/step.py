@@ -110,11 +110,13 @@ class CudaStep:
         argument types (the launches then reuse them), and launch them once (_trial_launch);
         any error -> KernelLoadError naming the stage and the original error (also chained as
         __cause__)."""
-        from . import _loader
         from .update import load_update_kernel
-        stage = "the X-pass (kernels/xpass.cu: NVRTC through CuPy's RawModule, module load)"
+        from .xpass import load_kernel as load_xpass
+        stage = ("the X-pass (kernels/xpass.cu: NVRTC through CuPy's RawModule, module load, "
+                 "its dynamic shared memory limit)")
         try:
-            kernel = _loader.get_kernel("xpass.cu", "gl_xpass", self.plan.dtype)
+            # before any graph capture: sets the >48 KB shared-memory attribute once
+            kernel = load_xpass(self.plan.dtype)
             kernel.attributes                     # the module is loaded: its function resolves
             stage = "the update kernel (Numba-CUDA views of the step's arrays)"
             self._numba_views = self._make_numba_views()
