@@ -307,7 +307,10 @@ def roofline(args, kernel_info):
         share_src = ("ASSUMED (no gl_xpass<float> SASS: kernels/xpass.cu missing or cuobjdump "
                      "not found); pass --ffma-share to change it")
     regs = (xp or {}).get("registers") or args.regs
-    smem = (xp or {}).get("smem", 0) if xp else args.smem
+    # the X-pass's shared memory is dynamic since its v3 (cp.async double buffers): the cubin's
+    # static figure is 0, the launch asks for xpass.shared_bytes
+    from gpulinear.cuda.xpass import shared_bytes
+    smem = ((xp or {}).get("smem", 0) + shared_bytes("float32")) if xp else args.smem
     lines = ["| quantity | " + " | ".join(f"B = {B}" for B in args.B) + " | reasoning |",
              "|---|" + "---:|" * len(args.B) + "---|"]
     cols = {}
@@ -343,7 +346,7 @@ def roofline(args, kernel_info):
                        pct=100 * rate * 4 * m * d / H200["fp32_flops"])
     rows = [
         ("X-pass launch shape", "tiles", "{}", "from " + ("plan_xpass" if cols[args.B[0]]["tiles"].startswith("plan") else "--tr/--tm/--splits/--threads (no gpulinear.cuda.xpass yet)")),
-        ("blocks; resident per SM", None, None, f"residency from {regs} registers/thread, {smem} B static smem, the block's threads (all blocks co-resident when blocks <= 132 x resident)"),
+        ("blocks; resident per SM", None, None, f"residency from {regs} registers/thread, {smem} B shared memory (static + dynamic), the block's threads (all blocks co-resident when blocks <= 132 x resident)"),
         ("blocks per SM; SM fill", None, None, "work of the busiest SM is ceil(blocks / 132) blocks: fill = (blocks / 132) / ceil(blocks / 132); assumes one resident block can keep an SM's FMA pipes busy (optimistic when few warps per scheduler)"),
         ("X-pass FLOPs", "flops", "{:.3g}", "4 m d per config-step (two passes over X), k = 1"),
         ("t at the FP32 floor (us)", "t_floor", "{:.2f}", "FLOPs / 67 TFLOP/s"),
