@@ -8,7 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above", "gram")
+TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above",
+              "diverge_factor", "gram")
 GRAM_FLAG = {"auto": None, "on": True, "off": False}
 
 

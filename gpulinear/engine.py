@@ -32,15 +32,18 @@ from .result import Result
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
           target=None, stop_at_target=False, diverge_above=None, progress=None,
           checkpoint=None, checkpoint_every=1000, resume=False, fused=None,
-          overwrite=False, gram=None) -> Result:
+          overwrite=False, gram=None, diverge_factor=None) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
     "l<p>", gl.Lp(p) or "xent" (a Config's own `loss` wins); backend "auto" | "numpy" | "cuda";
     dtype "float64" | "float32".  The loss is recorded at step 0, every `log_every` steps and at
-    the last step.  A config whose loss or weights become non-finite, or whose loss exceeds
-    `diverge_above`, is flagged and frozen at the step where that is seen (its weights there,
-    which may already be non-finite), and never touches another config.
+    the last step.  A config whose loss or weights become non-finite, or whose loss exceeds its
+    ceiling, is flagged and frozen at the step where that is seen (its weights there, which may
+    already be non-finite), and never touches another config.  The ceiling: by default
+    DIVERGE_FACTOR (1e6) x the config's own loss at step 0 (`diverge_factor=` another factor);
+    `diverge_above=L` an absolute loss level instead (math.inf: no ceiling, non-finite only).
+    A finite 1e287 is a diverged run, and flagging it keeps plots and tables finite.
     `target` (a float, or one per config) gives `steps_to_target`, the first step whose loss is
     <= target; with stop_at_target=True training ends at the first log point where every live
     config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
@@ -68,8 +71,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
     X64, Y64 = check_data(X, y)
-    if diverge_above is not None and not (diverge_above > 0):
-        raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
+    diverge_above, diverge_factor = check_ceiling(diverge_above, diverge_factor)
     targets = _check_target(target, len(configs))
     gram_on = use_gram(gram, *X64.shape)
     for cfg in configs:
@@ -80,7 +82,8 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         ckpt.check_writable(checkpoint)
     limit = math.inf if diverge_above is None else float(diverge_above)
     kw = dict(loss=loss, steps=steps, log_every=log_every, backend=backend, dtype=dtype,
-              diverge_above=diverge_above, progress=progress, fused=fused, gram=gram)
+              diverge_above=diverge_above, diverge_factor=diverge_factor, progress=progress,
+              fused=fused, gram=gram)
     chunks = (_device_chunks if which == "cuda" else _host_chunks)(
         configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
     if len(chunks) > 1:
@@ -96,7 +99,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     try:
         return _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
                            diverge_above, stop_at_target, progress, which, fused, checkpoint,
-                           checkpoint_every, resume, overwrite, gram_on)
+                           checkpoint_every, resume, overwrite, gram_on, diverge_factor)
     finally:
         if lock is not None:
             lock.release()
@@ -104,15 +107,19 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
 
 def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, diverge_above,
                 stop_at_target, progress, which, fused, checkpoint, checkpoint_every, resume,
-                overwrite, gram_on) -> Result:
+                overwrite, gram_on, diverge_factor=None) -> Result:
     """train() after its checks, with the checkpoint's lock held: the look-ins, the
     checkpoints and the answer to Ctrl-C."""
     rec = record_steps(steps, log_every)
     step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on)
+    step.diverge_factor = diverge_factor      # None: the absolute `limit` only
     fingerprint, finished = None, False
     if checkpoint is not None:
+        # the default relative ceiling leaves the fingerprint as it was before it existed
+        ceiling = diverge_above if diverge_factor in (None, DIVERGE_FACTOR) \
+            else ("x initial loss", diverge_factor)
         fingerprint = ckpt.run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets,
-                                           diverge_above, stop_at_target, step.kind)
+                                           ceiling, stop_at_target, step.kind)
         saved = ckpt.open_run(checkpoint, fingerprint, steps, resume, overwrite)
         if saved is not None:
             rec, finished = ckpt.align_records(saved, rec)
@@ -125,7 +132,8 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
 
     meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
             "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every,
-            "steps_requested": steps, "diverge_above": diverge_above, "step": step.kind}
+            "steps_requested": steps, "diverge_above": diverge_above,
+            "diverge_factor": diverge_factor, "step": step.kind}
     targets_on = stop_at_target and targets is not None
     bar = _Progress(steps, progress)
     with interrupt.deferred_sigint() as stop:
@@ -165,11 +173,67 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
 def _result(step, configs, rec, targets, meta) -> Result:
     """The Result of `step` with the records `rec` (a prefix of its schedule), in user order."""
     host = step.host_arrays()
+    if getattr(step, "diverge_factor", None) is not None and not getattr(step, "exact_ceiling",
+                                                                          False):
+        _flag_above_ceiling(host, rec, step.diverge_factor)
+        meta = dict(meta, ceiling_checked="at record steps")
     order = np.argsort(step.rows_of)                              # buffer rows -> user order
     return Result(configs=configs, steps=rec.copy(), loss=host["log"][:, :len(rec)][order],
                   diverged_at=host["diverged_at"][order], end_to_end=host["We"][order],
                   steps_to_target=None if targets is None else host["reached_at"][order],
                   target=targets, meta={**meta, **getattr(step, "meta", {})})   # step's: at the end
+
+
+DIVERGE_FACTOR = 1e6     # default ceiling: this many times a config's own loss at step 0
+
+
+def check_ceiling(diverge_above, diverge_factor):
+    """(diverge_above, diverge_factor) as train() applies them: an absolute level, or a factor of
+    the initial loss (the default, DIVERGE_FACTOR, when neither is given); else a ValueError."""
+    if diverge_above is not None:
+        try:
+            ok = float(diverge_above) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"diverge_above must be a loss level > 0 (math.inf: no ceiling), "
+                             f"got {diverge_above!r}")
+        if diverge_factor is not None:
+            raise ValueError("give diverge_above (an absolute loss level) or diverge_factor "
+                             "(times each config's initial loss), not both")
+        return float(diverge_above), None
+    if diverge_factor is None:
+        return None, DIVERGE_FACTOR
+    try:
+        ok = float(diverge_factor) > 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"diverge_factor must be a number > 1 (times each config's initial "
+                         f"loss; math.inf: no ceiling), got {diverge_factor!r}")
+    return None, (None if math.isinf(float(diverge_factor)) else float(diverge_factor))
+
+
+def relative_ceiling(initial, factor, xp=np):
+    """(C,) the loss ceiling of each config: factor x its loss at step 0; inf where that loss is
+    0 or not finite (no scale to be relative to; a non-finite one has diverged already)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ceiling = initial * factor
+    return xp.where(xp.isfinite(initial) & (initial > 0), ceiling, np.inf)
+
+
+def _flag_above_ceiling(host, rec, factor):
+    """The relative ceiling for a step that checks an absolute one only (the fused CUDA step):
+    a live config whose recorded loss exceeds factor x its step-0 loss is marked diverged at
+    the first such record step (not frozen: its later records and W_e are kept)."""
+    log = host["log"][:, :len(rec)]
+    if log.shape[1] == 0:
+        return
+    ceiling = relative_ceiling(log[:, 0], factor)
+    with np.errstate(invalid="ignore"):
+        over = log > ceiling[:, None]
+    for c in np.flatnonzero(over.any(axis=1) & (host["diverged_at"] < 0)):
+        host["diverged_at"][c] = int(rec[np.argmax(over[c])])
 
 
 def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on=False):

@@ -1,0 +1,87 @@
+"""Issue 19: the researcher's workflow — divergence ceiling, plots that never fail, data in,
+results out, progress, warnings."""
+import math
+
+import numpy as np
+import pytest
+
+import gpulinear as gl
+from gpulinear import engine
+
+
+def unstable_l2(m=64, d=4, seed=0):
+    """A problem and a gd lr at 2.5 / lambda_max: the l2 error grows x2.25 per step, finite for
+    hundreds of steps (the overflow that crashed the CLI's figure)."""
+    X, y = gl.datasets.synthetic_regression(m, d, seed=seed)
+    lam = np.linalg.eigvalsh(X.T @ X / m).max()
+    return X, y, 2.5 / lam
+
+
+def test_default_ceiling_is_relative_to_the_initial_loss():
+    X, y, lr = unstable_l2()
+    cfgs = [gl.Config(depth=1, lr=lr, init_scale=1.0, seed=0),
+            gl.Config(depth=1, lr=lr / 10, init_scale=1.0, seed=0)]
+    res = gl.train(X, y, cfgs, steps=60, log_every=1)
+    assert res.diverged.tolist() == [True, False]
+    t = res.diverged_at[0]
+    l0 = res.loss[0, 0]
+    # flagged at the first step above 1e6 x its own step-0 loss, not before
+    assert res.loss[0, t] > engine.DIVERGE_FACTOR * l0 >= res.loss[0, t - 1]
+    assert res.meta["diverge_factor"] == engine.DIVERGE_FACTOR
+    # overridable, and inf disables it (the run then stays finite and unflagged for 60 steps)
+    res10 = gl.train(X, y, cfgs, steps=60, log_every=1, diverge_factor=10.0)
+    assert 0 < res10.diverged_at[0] < t
+    assert res10.loss[0, res10.diverged_at[0]] > 10 * l0
+    off = gl.train(X, y, cfgs, steps=60, log_every=1, diverge_above=math.inf)
+    assert not off.diverged.any() and np.isfinite(off.loss).all()
+    assert off.loss[0, -1] > 1e12 * l0
+    absolute = gl.train(X, y, cfgs, steps=60, log_every=1, diverge_above=100 * l0)
+    assert 0 < absolute.diverged_at[0] < t
+
+
+def test_ceiling_survives_a_resume(tmp_path):
+    X, y, lr = unstable_l2()
+    cfgs = [gl.Config(depth=1, lr=lr, init_scale=1.0, seed=0)]
+    ref = gl.train(X, y, cfgs, steps=60, log_every=5)
+    ck = tmp_path / "run.npz"
+    gl.train(X, y, cfgs, steps=5, log_every=5, checkpoint=ck, checkpoint_every=5)
+    got = gl.train(X, y, cfgs, steps=60, log_every=5, checkpoint=ck, checkpoint_every=5,
+                   resume=True)
+    assert got.diverged_at[0] == ref.diverged_at[0] > 5
+
+
+@pytest.mark.parametrize("kw, word", [(dict(diverge_above=0), "diverge_above"),
+                                      (dict(diverge_above="big"), "diverge_above"),
+                                      (dict(diverge_factor=0.5), "diverge_factor"),
+                                      (dict(diverge_above=1.0, diverge_factor=10.0), "not both")])
+def test_ceiling_arguments_checked(kw, word):
+    X, y, _ = unstable_l2()
+    with pytest.raises(ValueError, match=word):
+        gl.train(X, y, gl.Config(), steps=1, **kw)
+
+
+def test_record_step_ceiling_for_steps_without_an_exact_one():
+    """The fused CUDA step checks an absolute limit per step; the relative one is applied to
+    its records (engine._flag_above_ceiling)."""
+    log = np.array([[1.0, 5.0, 2e6, np.inf], [2.0, 1.0, 0.5, 0.1], [1.0, 1e7, 1e8, 1e9]])
+    host = {"log": log, "diverged_at": np.array([-1, -1, 5])}
+    engine._flag_above_ceiling(host, np.array([0, 10, 20, 30]), 1e6)
+    assert host["diverged_at"].tolist() == [20, -1, 5]      # an earlier flag stands
+
+
+def test_plot_never_fails_on_huge_or_non_positive_gaps(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    steps = np.arange(0, 50, 10)
+    loss = np.array([[1.0, 0.5, 0.2, 0.1, 0.1],              # gap 0 from step 30: clipped low
+                     [1.0, 9e287, np.inf, np.nan, np.nan],   # huge finite then non-finite
+                     [1.0, 1e30, 1e300, 1.7e308, 1.7e308]])  # huge, never flagged
+    res = gl.Result(configs=[gl.Config(lr=v) for v in (1e-3, 1.0, 2.0)], steps=steps, loss=loss,
+                    diverged_at=np.array([-1, 20, -1]), end_to_end=np.zeros((3, 1, 2)))
+    ax = res.plot(optimal=0.1, path=tmp_path / "f.png")
+    assert (tmp_path / "f.png").stat().st_size > 0
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(n.startswith("clipped: gap <= 0") for n in names)
+    assert any(n.startswith("clipped: above") for n in names)
+    lo, hi = ax.get_ylim()
+    assert 0 < lo and hi < 1e10
