@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from .data import check_data
 from .gram import GramL2, use_gram
 from .losses import check_targets_for, config_loss, get_loss
 from .plan import record_steps, segment_ends
+from .progress import StepProgress
 from .result import Result
 
 
@@ -135,7 +135,7 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
             "steps_requested": steps, "diverge_above": diverge_above,
             "diverge_factor": diverge_factor, "step": step.kind}
     targets_on = stop_at_target and targets is not None
-    bar = _Progress(steps, progress)
+    bar = StepProgress(steps, len(configs), progress)
     with interrupt.deferred_sigint() as stop:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # handled
@@ -321,48 +321,3 @@ def _check_target(target, n):
     if not np.isfinite(arr).all():
         raise ValueError("target must be finite")
     return arr.copy()
-
-
-class _Progress:
-    """A one-line progress bar with rate and ETA on stderr, only for a TTY (or progress=True)
-    and long runs."""
-
-    def __init__(self, total, enabled):
-        self.total = total
-        if enabled is None:
-            enabled = sys.stderr.isatty() and total >= 1000
-        self.enabled = bool(enabled) and total > 0
-        self.start = time.perf_counter()
-        self.first = None          # the step of the first update: a resumed run starts late
-        self.last = 0.0
-
-    def update(self, t):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.first is None:
-            self.first, self.start = t, now
-        if now - self.last < 0.2 and t < self.total:
-            return
-        self.last = now
-        bar = "#" * int(30 * t / self.total)
-        rate = (t - self.first) / max(now - self.start, 1e-9)
-        eta = "" if rate <= 0 or t >= self.total else f", ETA {_clock((self.total - t) / rate)}"
-        sys.stderr.write(f"\r[{bar:<30}] {t}/{self.total} steps {rate:,.0f} steps/s{eta}   ")
-        sys.stderr.flush()
-
-    def close(self, done=True):
-        """End the line; done=False (interrupted) leaves the bar where it stopped."""
-        if self.enabled:
-            if done:
-                self.update(self.total)
-            sys.stderr.write("\n")
-            self.enabled = False
-
-
-def _clock(seconds) -> str:
-    """h:mm:ss, or m:ss under an hour."""
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"

@@ -85,3 +85,12 @@ def test_plot_never_fails_on_huge_or_non_positive_gaps(tmp_path):
     assert any(n.startswith("clipped: above") for n in names)
     lo, hi = ax.get_ylim()
     assert 0 < lo and hi < 1e10
+
+
+def test_progress_bar_is_tqdm_and_silent_off_a_terminal(capsys):
+    X, y, _ = unstable_l2()
+    gl.train(X, y, gl.grid(lr=[1e-3, 1e-2]), steps=1000, log_every=500)   # pytest: no TTY
+    assert capsys.readouterr().err == ""
+    gl.train(X, y, gl.grid(lr=[1e-3, 1e-2]), steps=1000, log_every=500, progress=True)
+    err = capsys.readouterr().err
+    assert "2 configs x 1,000 steps" in err and "2.00k/2.00k" in err and "\r" in err
