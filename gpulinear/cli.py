@@ -10,6 +10,7 @@ from pathlib import Path
 
 TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above",
               "diverge_factor", "gram")
+DATA_KEYS = ("data", "preprocess", "target_column")    # [train] keys about the data, not train()
 GRAM_FLAG = {"auto": None, "on": True, "off": False}
 
 
@@ -60,9 +61,14 @@ def _main(argv) -> int:
     tr.add_argument("--gram", choices=sorted(GRAM_FLAG), default="auto",
                     help="l2 through the Gram matrix: auto (where d < m), on, off (data path)")
     tr.add_argument("--data", default="ethanol",
-                    help="'ethanol' (bundled) or a CSV file whose last column is the target")
-    tr.add_argument("--preprocess", default="zscore",
-                    help="Ethanol preprocessing: one of gpulinear.datasets.ETHANOL_PREPROCESSINGS")
+                    help="'ethanol' (bundled) or a CSV file (a header row is recognised; the "
+                         "target is --target, default the last column)")
+    tr.add_argument("--target-column", default=None, metavar="COLUMN",
+                    help="a CSV's target column: a header name or a position (default: last)")
+    tr.add_argument("--preprocess", default=None,
+                    help="Ethanol: one of gpulinear.datasets.ETHANOL_PREPROCESSINGS (default "
+                         "zscore); a CSV: none (default, the numbers as given) or zscore "
+                         "(features)")
     tr.add_argument("--sweep", help="a TOML file with [grid] (Config fields) and [train] tables; "
                                     "its values replace the flags")
     tr.add_argument("--out", default="runs/train")
@@ -125,24 +131,29 @@ def _info() -> int:
 
 
 def _load_data(args):
-    import numpy as np
-
+    """X, y from --data, and args.preprocess set to what was really done to them."""
     from . import datasets
     if args.data == "ethanol":
+        args.preprocess = args.preprocess or "zscore"
         if args.preprocess not in datasets.ETHANOL_PREPROCESSINGS:
-            raise UsageError(f"--preprocess: unknown {args.preprocess!r}; choose one of "
-                             f"{list(datasets.ETHANOL_PREPROCESSINGS)}")
+            raise UsageError(f"--preprocess: unknown {args.preprocess!r} for Ethanol; choose one "
+                             f"of {list(datasets.ETHANOL_PREPROCESSINGS)}")
         return datasets.ethanol(**datasets.ETHANOL_PREPROCESSINGS[args.preprocess])
+    args.preprocess = args.preprocess or "none"
+    if args.preprocess not in datasets.CSV_PREPROCESSINGS:
+        raise UsageError(f"--preprocess: unknown {args.preprocess!r} for a CSV file; choose one "
+                         f"of {list(datasets.CSV_PREPROCESSINGS)}")
     path = Path(args.data)
     if not path.exists():
         raise UsageError(f"--data: {path} does not exist; give 'ethanol' or a CSV file")
+    target = -1 if args.target_column is None else args.target_column
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        target = int(target)
     try:
-        table = np.loadtxt(path, delimiter=",", ndmin=2)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--data: {path} is not a numeric CSV file ({exc})") from None
-    if table.shape[1] < 2:
-        raise UsageError(f"--data: {path} needs at least 2 columns (inputs, then the target)")
-    return table[:, :-1], table[:, -1]
+        return datasets.load_csv(path, target=target, preprocess=args.preprocess)
+    except (ValueError, TypeError) as exc:
+        flag = "--target-column" if str(exc).startswith("target") else "--data"
+        raise UsageError(f"{flag}: {exc}") from None
 
 
 def _train(args, argv) -> int:
@@ -162,10 +173,11 @@ def _train(args, argv) -> int:
             raise UsageError(f"--sweep: unknown tables {sorted(unknown_tables)} in {args.sweep}; "
                              "known: [grid], [train]")
         fields.update(sweep.get("grid", {}))
-        extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - {"data", "preprocess"}
+        extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - set(DATA_KEYS)
         if extra:
-            raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: {TRAIN_KEYS}")
-        for key in ("data", "preprocess"):
+            raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: "
+                             f"{TRAIN_KEYS + DATA_KEYS}")
+        for key in DATA_KEYS:
             if key in sweep.get("train", {}):
                 setattr(args, key, sweep["train"].pop(key))
         options.update(sweep.get("train", {}))

@@ -244,8 +244,11 @@ class Result:
 
 
 def _base(path) -> Path:
-    """The path without a trailing .npz/.json; other dots stay ("runs/lr_0.01" is a name)."""
+    """The path without a trailing .npz/.json; other dots stay ("runs/lr_0.01" is a name).  A
+    folder holding result.npz (what `gpulinear train --out DIR` writes) means DIR/result."""
     base = Path(path)
+    if base.is_dir() and (base / "result.npz").exists():
+        return base / "result"
     return base.with_name(base.name[:-len(base.suffix)]) if base.suffix in (".npz", ".json") \
         else base
 

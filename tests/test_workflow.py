@@ -94,3 +94,87 @@ def test_progress_bar_is_tqdm_and_silent_off_a_terminal(capsys):
     gl.train(X, y, gl.grid(lr=[1e-3, 1e-2]), steps=1000, log_every=500, progress=True)
     err = capsys.readouterr().err
     assert "2 configs x 1,000 steps" in err and "2.00k/2.00k" in err and "\r" in err
+
+
+# -- data in ---------------------------------------------------------------------------------
+
+def _table(m=40, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(m, 3)) * np.array([1.0, 100.0, 0.01])
+    y = X @ np.array([1.0, 0.01, 50.0]) + 0.1 * rng.normal(size=m)
+    return X, y
+
+
+def _write_like_pandas(path, X, y, names=("a", "b", "c"), target="y"):
+    """What DataFrame.to_csv writes by default: a header row with an unnamed index column."""
+    lines = [",".join(["", *names, target])]
+    lines += [",".join([str(i), *(repr(float(v)) for v in row), repr(float(t))])
+              for i, (row, t) in enumerate(zip(X, y))]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_load_csv_reads_a_default_dataframe_csv(tmp_path):
+    X, y = _table()
+    path = tmp_path / "d.csv"
+    _write_like_pandas(path, X, y)
+    gX, gy = gl.datasets.load_csv(path)                       # header, index column: auto
+    np.testing.assert_array_equal(gX, X)
+    np.testing.assert_array_equal(gy, y)
+    gX, gy = gl.datasets.load_csv(path, target="b")           # a named target
+    np.testing.assert_array_equal(gy, X[:, 1])
+    np.testing.assert_array_equal(gX, np.column_stack([X[:, 0], X[:, 2], y]))
+    _, gY = gl.datasets.load_csv(path, target=["a", "y"])
+    assert gY.shape == (40, 2)
+    plain = tmp_path / "plain.csv"                           # no header: the first row is data
+    np.savetxt(plain, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
+    gX, gy = gl.datasets.load_csv(plain)
+    np.testing.assert_array_equal(gX, X)
+    assert len(gy) == 40
+
+
+def test_load_csv_zscore_and_dataframe():
+    pd = pytest.importorskip("pandas")
+    X, y = _table()
+    df = pd.DataFrame(np.column_stack([X, y]), columns=["a", "b", "c", "y"])
+    gX, gy = gl.datasets.load_csv(df, target="y")
+    np.testing.assert_array_equal(gX, X)
+    zX, _ = gl.datasets.load_csv(df, target="y", preprocess="zscore")
+    np.testing.assert_allclose(zX.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(zX.std(axis=0), 1, rtol=1e-12)
+    df["name"] = ["x"] * len(df)
+    with pytest.raises(ValueError, match="column 'name' is not numeric"):
+        gl.datasets.load_csv(df, target="y")
+
+
+@pytest.mark.parametrize("text, kw, match", [
+    ("a,b,y\n1,2,3\n4,oops,6\n", {}, r"line 3: column 'b' holds 'oops'"),
+    ("a,b,y\n1,2,3\n4,,6\n", {}, r"column 'b' has 1 empty"),
+    ("a,b,y\n1,2,3\n", dict(target="z"), r"no column 'z'; columns: \['a', 'b', 'y'\]"),
+    ("a,b,y\n1,2,3\n", dict(preprocess="minmax"), r"preprocess: unknown 'minmax'"),
+    ("1,2\n3,4,5\n", {}, r"line 2: 3 fields"),
+])
+def test_load_csv_errors_name_the_line_and_column(tmp_path, text, kw, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        gl.datasets.load_csv(path, **kw)
+
+
+def test_cli_takes_a_header_csv_and_says_what_was_done_to_it(tmp_path, capsys):
+    from gpulinear.cli import main
+    X, y = _table()
+    path = tmp_path / "d.csv"
+    _write_like_pandas(path, X, y)
+    base = ["train", "--data", str(path), "--depth", "1", "--lr", "1e-5", "--loss", "l2",
+            "--steps", "20", "--log-every", "10", "--backend", "numpy", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "raw")]) == 0
+    res = gl.Result.load(tmp_path / "raw")
+    assert res.meta["preprocess"] == "none"
+    assert main(base + ["--out", str(tmp_path / "z"), "--preprocess", "zscore"]) == 0
+    assert gl.Result.load(tmp_path / "z").meta["preprocess"] == "zscore"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(base + ["--out", str(tmp_path / "m"), "--preprocess", "maxabs"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--preprocess: unknown 'maxabs' for a CSV file" in err
