@@ -19,7 +19,7 @@ MODEL_FIELDS = ("depth", "width", "init", "init_scale", "parameterization", "opt
                 "weight_decay", "seed")
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     """configs: list[Config] (n); steps (r,) recorded steps; loss (n, r) training loss there;
     diverged_at (n,) step of divergence or -1; end_to_end (n, k, d) final W_e (frozen ones: at
@@ -52,24 +52,55 @@ class Result:
                          initial=np.inf, where=np.isfinite(self.loss))
 
     def records(self) -> list[dict]:
-        """One dict per config: its fields plus final/best loss, diverged_at, steps_to_target."""
+        """One dict per config: its fields (loss: the one it trained with) plus final/best loss,
+        diverged, diverged_at and, with a target, target, steps_to_target, reached; None where
+        a step never came (not diverged, never reached)."""
         rows = []
         for i, cfg in enumerate(self.configs):
             row = cfg.to_dict()
+            if row.get("loss") is None:
+                row["loss"] = self.meta.get("loss")
             row.update(final_loss=float(self.final_loss[i]), best_loss=float(self.best_loss[i]),
-                       diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]))
+                       diverged=bool(self.diverged[i]),
+                       diverged_at=int(self.diverged_at[i]) if self.diverged[i] else None)
             if self.steps_to_target is not None:
-                row["steps_to_target"] = int(self.steps_to_target[i])
+                reached = bool(self.steps_to_target[i] >= 0)
+                row.update(target=None if self.target is None else float(self.target[i]),
+                           steps_to_target=int(self.steps_to_target[i]) if reached else None,
+                           reached=reached)
             rows.append(row)
         return rows
 
     def table(self):
-        """records() as a pandas DataFrame when pandas is installed, else the list of dicts."""
-        try:
-            import pandas as pd
-        except ImportError:
-            return self.records()
-        return pd.DataFrame(self.records())
+        """One row per config as a pandas DataFrame, always (pandas: the `table` extra; without
+        it an ImportError says so; records() is the same without pandas).  Columns: every
+        Config field, label, final_loss, best_loss, diverged, diverged_at and, with a target,
+        target, steps_to_target, reached; "never" is NaN."""
+        from .export import to_pandas
+        return to_pandas(self)
+
+    def to_pandas(self, long=False):
+        """table(), or long=True one row per (config, recorded step): the swept fields, step,
+        loss, gap (L - L* where meta["optimal_loss"] has it) and diverged — for seaborn."""
+        from .export import to_pandas
+        return to_pandas(self, long=long)
+
+    def to_xarray(self, unstack=False):
+        """An xarray.Dataset: loss(config, step) with every swept Config field a coordinate;
+        diverged, diverged_at / steps_to_target (NaN: never), final/best loss, target and the
+        end-to-end matrices as variables; meta as attrs.  unstack=True: one dimension per swept
+        field, loss(depth, lr, ..., step).  Writes to netCDF (ds.to_netcdf) and zarr as is.
+        Needs the `xarray` extra."""
+        from .export import to_xarray
+        return to_xarray(self, unstack=unstack)
+
+    def __repr__(self) -> str:
+        from .export import summary
+        return summary(self)
+
+    def _repr_html_(self) -> str:
+        from .export import html
+        return html(self)
 
     def subset(self, indices) -> "Result":
         """A Result holding only the configs at `indices` (in that order)."""

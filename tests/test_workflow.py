@@ -178,3 +178,88 @@ def test_cli_takes_a_header_csv_and_says_what_was_done_to_it(tmp_path, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--preprocess: unknown 'maxabs' for a CSV file" in err
+
+
+# -- results out -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def grid_result():
+    X, y = gl.datasets.synthetic_regression(200, 6, seed=0)
+    cfgs = gl.grid(depth=[1, 2, 3], init=["normal", "identity"], lr=[1e-3, 1e-2, 1e-1, 10.0])
+    return gl.train(X, y, cfgs, loss="l4", steps=300, log_every=50, target=0.05)
+
+
+def test_repr_fits_one_screen_and_html_has_a_figure(grid_result):
+    text = repr(grid_result)
+    assert text.startswith("Result: 24 configs x 7 records")
+    assert len(text.splitlines()) <= 24 and max(map(len, text.splitlines())) <= 100
+    assert "swept: depth [1, 2, 3]; lr [0.001, 0.01, 0.1, 10]" in text
+    assert f"diverged: {int(grid_result.diverged.sum())} of 24" in text
+    html = grid_result._repr_html_()
+    assert "<pre>" in html and "data:image/png;base64," in html
+    big = gl.Result(configs=gl.grid(lr=[float(v) for v in np.geomspace(1e-4, 1, 500)]),
+                    steps=np.arange(0, 30001, 100), loss=np.ones((500, 301)),
+                    diverged_at=np.full(500, -1), end_to_end=np.zeros((500, 1, 50)))
+    assert len(repr(big)) < 2000
+
+
+def test_table_is_always_a_dataframe_with_nan_for_never(grid_result):
+    pd = pytest.importorskip("pandas")
+    df = grid_result.table()
+    assert isinstance(df, pd.DataFrame) and len(df) == 24
+    never = grid_result.steps_to_target < 0
+    assert never.any() and df["steps_to_target"][never].isna().all()
+    np.testing.assert_array_equal(df["steps_to_target"][~never], grid_result.steps_to_target[~never])
+    assert (df["reached"] == ~never).all()
+    assert df["diverged_at"].isna().sum() == (~grid_result.diverged).sum()
+    assert (df["loss"] == "l4").all()              # the loss given to train(), not None
+    assert df["steps_to_target"].min() == grid_result.steps_to_target[~never].min()
+    rows = grid_result.records()
+    assert rows[int(np.flatnonzero(never)[0])]["steps_to_target"] is None
+
+
+def test_long_format(grid_result):
+    pytest.importorskip("pandas")
+    long = grid_result.to_pandas(long=True)
+    assert len(long) == 24 * 7
+    assert list(long.columns[:5]) == ["config", "depth", "lr", "init", "step"]
+    one = long[long.config == 5]
+    np.testing.assert_array_equal(one["loss"], grid_result.loss[5])
+    np.testing.assert_array_equal(one["step"], grid_result.steps)
+
+
+def test_to_xarray_labels_every_swept_field_and_round_trips(grid_result, tmp_path):
+    xr = pytest.importorskip("xarray")
+    ds = grid_result.to_xarray()
+    assert ds.loss.dims == ("config", "step")
+    for name in ("depth", "lr", "init"):
+        assert ds[name].dims == ("config",)
+    assert ds.end_to_end.shape == (24, 1, 6)
+    np.testing.assert_array_equal(ds.loss.values, grid_result.loss)
+    i = int(np.flatnonzero((ds.depth == 2).values & (ds.lr == 0.1).values
+                           & (ds.init == "identity").values)[0])
+    assert grid_result.configs[i] == gl.Config(depth=2, lr=0.1, init="identity")
+    assert np.isnan(ds.steps_to_target.values[grid_result.steps_to_target < 0]).all()
+    assert ds.attrs["loss"] == "l4" and "depth" in ds.attrs["swept_config_fields"]
+    cube = grid_result.to_xarray(unstack=True)
+    assert cube.loss.dims == ("depth", "lr", "init", "step")
+    np.testing.assert_array_equal(cube.loss.sel(depth=2, lr=0.1, init="identity").values,
+                                  grid_result.loss[i])
+    path = tmp_path / "r.nc"
+    try:
+        ds.to_netcdf(path)
+    except (ImportError, ValueError) as exc:       # no netCDF engine installed
+        pytest.skip(f"no netCDF writer: {exc}")
+    back = xr.load_dataset(path)
+    np.testing.assert_array_equal(back.loss.values, ds.loss.values)
+    np.testing.assert_array_equal(back.init.values, ds.init.values)
+    np.testing.assert_array_equal(back.diverged.values, ds.diverged.values)
+    assert back.attrs["fixed_config_fields"] == ds.attrs["fixed_config_fields"]
+
+
+def test_load_accepts_the_cli_out_folder(grid_result, tmp_path):
+    out = tmp_path / "runs" / "x"
+    out.mkdir(parents=True)
+    grid_result.save(out / "result")
+    back = gl.Result.load(out)
+    np.testing.assert_array_equal(back.loss, grid_result.loss)
