@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import interrupt, memory
+from . import advice, interrupt, memory
 from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int
 from .data import check_data
@@ -76,6 +76,8 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     gram_on = use_gram(gram, *X64.shape)
     for cfg in configs:
         check_targets_for(config_loss(cfg, loss), Y64)
+    advice.identity_init(configs, *X64.shape[1:], Y64.shape[1])
+    advice.unreachable_target(targets, configs, loss, X64, Y64)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
     if checkpoint is not None:       # fail now, not after the training that it would lose

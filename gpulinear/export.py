@@ -203,7 +203,7 @@ def summary(result, best_rows=8) -> str:
         reached = int((result.steps_to_target >= 0).sum())
         lines.append(f"  target: reached by {reached} of {n} (steps_to_target: NaN = never)")
     try:
-        best = result.best_indices()
+        best = result.best_indices(warn=False)
     except Exception:               # a Result built by hand with odd configs: no best rows
         best = []
     if best:
@@ -224,7 +224,7 @@ def html(result) -> str:
         from matplotlib.figure import Figure
         fig = Figure(figsize=(5.0, 3.0))
         ax = fig.add_subplot()
-        best = result.subset(result.best_indices()[:12])
+        best = result.subset(result.best_indices(warn=False)[:12])
         opt = optimal_per_config(best)
         best.plot(ax=ax, optimal=0.0 if opt is None else opt)
         buf = io.BytesIO()

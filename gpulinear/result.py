@@ -157,8 +157,9 @@ class Result:
         """
         return self.subset(self.best_indices(by, group, optimal))
 
-    def best_indices(self, by="final_loss", group=None, optimal=0.0) -> list[int]:
-        """Positions of the configs best() picks, in increasing order."""
+    def best_indices(self, by="final_loss", group=None, optimal=0.0, warn=True) -> list[int]:
+        """Positions of the configs best() picks, in increasing order.  warn: a ScienceWarning
+        when a group's best lr is the largest or smallest of its grid (gpulinear.advice)."""
         group = MODEL_FIELDS if group is None else tuple(group)
         known = set(Config.__dataclass_fields__)
         bad = [g for g in group if g not in known]
@@ -170,6 +171,9 @@ class Result:
             key = tuple(_hashable(getattr(cfg, g)) for g in group)
             if key not in chosen or score[i] < score[chosen[key]]:
                 chosen[key] = i
+        if warn:
+            from .advice import lr_at_edge
+            lr_at_edge(self, chosen.values(), group)
         return sorted(chosen.values())
 
     def _score(self, by, optimal=0.0):

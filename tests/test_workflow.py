@@ -263,3 +263,43 @@ def test_load_accepts_the_cli_out_folder(grid_result, tmp_path):
     grid_result.save(out / "result")
     back = gl.Result.load(out)
     np.testing.assert_array_equal(back.loss, grid_result.loss)
+
+
+# -- warnings where a default changes the science ---------------------------------------------
+
+def test_identity_init_below_the_input_size_warns():
+    X, y = gl.datasets.synthetic_regression(50, 6, seed=0)
+    with pytest.warns(gl.ScienceWarning, match=r"identity init at depth 3 with hidden width 1 "
+                                               r"< 6 inputs.*a 1 on feature 0"):
+        gl.train(X, y, gl.Config(depth=3, init="identity"), steps=1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gl.train(X, y, gl.Config(depth=3, width=6, init="identity"), steps=1)
+        gl.train(X, y, gl.Config(depth=3, init="normal"), steps=1)
+
+
+def test_a_target_below_lstar_warns():
+    X, y = gl.datasets.synthetic_regression(50, 6, seed=0)
+    lstar = gl.optimal_loss(X, y, "l4")
+    with pytest.warns(gl.ScienceWarning, match=r"below L\* = .* of l4 for 2 of 2 configs"):
+        gl.train(X, y, gl.grid(lr=[1e-3, 1e-2]), loss="l4", steps=1, target=0.9 * lstar)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gl.train(X, y, gl.grid(lr=[1e-3, 1e-2]), loss="l4", steps=1, target=1.01 * lstar)
+
+
+def test_best_lr_at_the_grid_edge_warns(grid_result):
+    X, y = gl.datasets.synthetic_regression(100, 4, seed=0)
+    res = gl.train(X, y, gl.grid(depth=[1, 2], lr=[1e-4, 1e-3, 1e-2]), loss="l2", steps=50)
+    with pytest.warns(gl.ScienceWarning, match=r"best lr 0.01 of 'depth 1, lr 0.01' \(and 1 more "
+                                               r"groups\) is the largest tried.*extend the grid "
+                                               r"upward"):
+        res.best()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        repr(res)                        # the summary picks the best too, silently
+        # the grid of grid_result brackets every live best (0.1 inside 1e-3..10)
+        grid_result.best()
