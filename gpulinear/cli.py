@@ -56,6 +56,14 @@ def _main(argv) -> int:
     tr.add_argument("--loss", default="l4")
     tr.add_argument("--steps", type=int, default=5000)
     tr.add_argument("--log-every", type=int, default=50)
+    tr.add_argument("--target", type=float, default=None, metavar="LOSS",
+                    help="a loss level: steps_to_target per config, and the summary and "
+                         "loss.png rank by it")
+    tr.add_argument("--diverge-above", type=float, default=None, metavar="LOSS",
+                    help="an absolute divergence ceiling (inf: none) instead of the default "
+                         "1e6 x each config's initial loss")
+    tr.add_argument("--diverge-factor", type=float, default=None, metavar="X",
+                    help="the divergence ceiling as X times each config's initial loss")
     tr.add_argument("--backend", default="auto")
     tr.add_argument("--dtype", default="float64")
     tr.add_argument("--gram", choices=sorted(GRAM_FLAG), default="auto",
@@ -97,12 +105,19 @@ def _main(argv) -> int:
     rp.add_argument("--list", action="store_true", help="list the experiments and exit")
 
     args = parser.parse_args(argv)
+    import warnings
+    warnings.formatwarning = _one_line_warning
     if args.command == "info":
         return _info()
     if args.command == "train":
         return _train(args, argv)
     from .report import reproduce_main
     return reproduce_main(args)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    """Warnings on the command line: one line naming the category, no source excerpt."""
+    return f"gpulinear: {category.__name__}: {message}\n"
 
 
 def _info() -> int:
@@ -163,6 +178,8 @@ def _train(args, argv) -> int:
               "parameterization": args.parameterization, "seed": args.seed}
     options = {"loss": args.loss, "steps": args.steps, "log_every": args.log_every,
                "backend": args.backend, "dtype": args.dtype, "gram": GRAM_FLAG[args.gram]}
+    options.update({k: getattr(args, k) for k in ("target", "diverge_above", "diverge_factor")
+                    if getattr(args, k) is not None})
     if args.sweep:
         sweep = _read_toml(args.sweep)
         for table in ("grid", "train"):
@@ -172,7 +189,8 @@ def _train(args, argv) -> int:
         if unknown_tables:
             raise UsageError(f"--sweep: unknown tables {sorted(unknown_tables)} in {args.sweep}; "
                              "known: [grid], [train]")
-        fields.update(sweep.get("grid", {}))
+        table = sweep.get("grid", {})     # its fields first, in the order written (last fastest)
+        fields = {**table, **{k: v for k, v in fields.items() if k not in table}}
         extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - set(DATA_KEYS)
         if extra:
             raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: "
@@ -190,7 +208,8 @@ def _train(args, argv) -> int:
     try:
         configs = grid(**fields)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"train: {exc}") from None
+        where = f"--sweep {args.sweep} [grid]" if args.sweep else "train"
+        raise UsageError(f"{where}: {exc}") from None
     X, y = _load_data(args)
     out = Path(args.out)
     from .checkpoint import check_writable
@@ -212,6 +231,7 @@ def _check_options(options, args):
     """Each train() option and flag checked before any work, as one line naming the flag."""
     from .backend import resolve_backend, resolve_dtype
     from .config import check_int
+    from .engine import check_ceiling
     from .gram import use_gram
     from .losses import get_loss
     from .memory import check_schedule
@@ -223,7 +243,10 @@ def _check_options(options, args):
               ("--loss", lambda: get_loss(options["loss"])),
               ("--dtype", lambda: resolve_dtype(options["dtype"])),
               ("--backend", lambda: resolve_backend(options["backend"])),
-              ("--gram", lambda: use_gram(options["gram"], 2, 1))]
+              ("--gram", lambda: use_gram(options["gram"], 2, 1)),
+              ("--diverge-above", lambda: check_ceiling(options.get("diverge_above"),
+                                                        options.get("diverge_factor"))),
+              ("--target", lambda: _check_target_option(options))]
     for flag, check in checks:
         try:
             check()
@@ -237,6 +260,15 @@ def _check_options(options, args):
     if args.checkpoint and (args.scheduler or args.workers):
         raise UsageError("train --checkpoint is for runs in this process; with --scheduler / "
                          "--workers use gpulinear.distributed.train(checkpoint_dir=...)")
+
+
+def _check_target_option(options):
+    """[train] target / --target: a loss level (a number)."""
+    value = options.get("target")
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"target must be a number (a loss level), got {value!r}")
 
 
 def _run_training(X, y, configs, options, args):
@@ -299,8 +331,13 @@ def _save_outputs(res, X, y, configs, options, args, wall, plot=True):
         _write_csv(folder / "table.csv", res.records())
         if plot:
             opt = np.array([lstars[name] for name in names])
-            res.plot(optimal=opt, path=folder / "loss.png",
-                     title=f"{args.data} ({args.preprocess}), {options['loss']}")
+            idx, rule = _best_per_group(res)
+            losses = ", ".join(sorted(set(names)))
+            data = Path(args.data).name if args.data != "ethanol" else "Ethanol"
+            res.subset(idx).plot(
+                optimal=opt[idx], path=folder / "loss.png",
+                title=f"{data} (preprocess: {args.preprocess}), {losses}: best lr per model "
+                      f"by {rule}")
 
     # --out was checked before training; should it fail now (removed, disk full), the results
     # go to <tmp>/gpulinear-rescued/<pid>-<name> and the message says so
@@ -323,9 +360,24 @@ def _finish(res, wall, X, y, configs, options, args):
                           for i in diverged[:5])
         more = f" and {len(diverged) - 5} more (see table.csv)" if len(diverged) > 5 else ""
         print(f"diverged: {len(diverged)} of {n} configs: {shown}{more}")
-    for i in res.best_indices():
-        print(f"  best of {configs[i].describe():<40s} final loss - L* = "
-              f"{res.final_loss[i] - opt[i]:.4g}")
+    idx, rule = _best_per_group(res, warn=True)
+    print(f"best lr per model (by {rule}; loss.png draws these):")
+    for i in idx:
+        cfg = configs[i]
+        model = cfg.describe().replace(f", lr {cfg.lr:g}", "")
+        line = f"  {model:<36s} lr {cfg.lr:<8g} final loss - L* = {res.final_loss[i] - opt[i]:.4g}"
+        if res.steps_to_target is not None:
+            s = res.steps_to_target[i]
+            line += f", steps to target {int(s) if s >= 0 else 'never'}"
+        print(line)
+
+
+def _best_per_group(res, warn=False):
+    """(positions of the best config of each model, the rule's name): with a target, the fewest
+    steps to it; else the lowest final loss.  warn: the lr-at-the-grid-edge warning."""
+    if res.steps_to_target is not None:
+        return res.best_indices(by="steps_to_target", warn=warn), "steps to the target"
+    return res.best_indices(by="final_loss", warn=warn), "final loss"
 
 
 def _read_toml(path):

@@ -303,3 +303,51 @@ def test_best_lr_at_the_grid_edge_warns(grid_result):
         repr(res)                        # the summary picks the best too, silently
         # the grid of grid_result brackets every live best (0.1 inside 1e-3..10)
         grid_result.best()
+
+
+# -- the CLI's outputs -----------------------------------------------------------------------
+
+def test_cli_grid_order_table_and_best_figure(tmp_path, capsys):
+    from gpulinear.cli import main
+    X, y = _table(m=60)
+    data = tmp_path / "d.csv"
+    _write_like_pandas(data, X, y)
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(f'[grid]\nlr = [1e-4, 1e-3]\ndepth = [1, 2]\n\n[train]\ndata = "{data}"\n'
+                     'preprocess = "zscore"\nloss = "l2"\nsteps = 40\nlog_every = 10\n'
+                     'target = 0.2\n')
+    out = tmp_path / "out"
+    assert main(["train", "--sweep", str(sweep), "--out", str(out), "--backend", "numpy",
+                 "--no-progress"]) == 0
+    res = gl.Result.load(out)
+    # [grid] as written: lr slowest, depth fastest
+    assert [(c.lr, c.depth) for c in res.configs] == [(1e-4, 1), (1e-4, 2), (1e-3, 1), (1e-3, 2)]
+    import csv
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert {r["loss"] for r in rows} == {"l2"}
+    assert {"steps_to_target", "reached", "diverged", "diverged_at", "target"} <= set(rows[0])
+    for r, s in zip(rows, res.steps_to_target):
+        assert r["steps_to_target"] == ("" if s < 0 else str(s))
+    text = capsys.readouterr().out
+    assert "best lr per model (by steps to the target" in text
+    assert text.count(" lr 0.001") + text.count(" lr 0.0001") == 2   # one line per depth
+    assert (out / "loss.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("toml, match", [
+    ('[train]\ntarget = "1.01*optimal"\n', r"train --target: target must be a number"),
+    ('[grid]\nlr = ["fast"]\n', r"\[grid\]: lr must be a finite number > 0, got 'fast'"),
+    ('[train]\ndiverge_above = -1\n', r"--diverge-above: diverge_above must be a loss level"),
+    ('[train]\nsteps = "many"\n', r"train --steps: steps must be an int"),
+])
+def test_cli_sweep_values_fail_in_one_line_naming_the_key(tmp_path, capsys, toml, match):
+    from gpulinear.cli import main
+    sweep = tmp_path / "s.toml"
+    sweep.write_text(toml)
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--sweep", str(sweep), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    import re
+    assert re.search(match, err), err
