@@ -1,50 +1,55 @@
-"""Figure 3: depth 1 vs 2 vs 3 under l2 and l4 on Ethanol, lr chosen per model by grid search.
+"""Figure 3: depth 1 vs 2 vs 3 under l2 and l4 on Ethanol, each depth at its own best lr.
 
 Paper: "with l2 loss, depth (slightly) hinders optimization, whereas with l4 loss it leads to
-significant acceleration".  Run under several documented preprocessings, because the paper does
-not say how it scaled the data and the scaling changes the size of the effect; the default
-(z-scored features, target as given) was fixed before any run (README, "Data").
+significant acceleration".  Judged under every reading the paper leaves open (gpulinear.protocol):
+feature scaling x target scale (data variants), the rule that picks "the fastest" lr, and the lr
+search's resolution (the paper's 2x/5x grid, then refined to 14 %: gpulinear.lrsearch).
 """
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import numpy as np
 
 import gpulinear as gl
-from gpulinear.report import (FASTER, SIGNIFICANT, best_per_model, ethanol_problem,
-                              evidence_sentence, finish_figure, fmt, optimal_losses, save_json,
-                              seed_speedups, seeded_curves, speedup_text, spread_text,
-                              timed_train, verdict)
+from gpulinear import analysis, protocol
+from gpulinear.lrsearch import RESOLUTIONS, lr_search
+from gpulinear.report import finish_figure, fmt, optimal_losses, save_json, timed_train
 
 NAME = "fig3"
 TITLE = "Depth 1/2/3 on Ethanol with the lr grid: l2 slightly slower, l4 accelerated (Fig 3)"
-PREPROCESSINGS = ("zscore", "maxabs", "zscore-ystd")   # the first is the default
-EPS = (0.1, 0.03, 0.01)                                # gaps L - L* for steps-to-target
-# Run lengths per mode: steps per preprocessing and seeds per model (seeds after the first rerun
-# the lr the grid chose on the first seed).  full = the paper's 100k steps.
+DATA = (("zscore", 1.0), ("maxabs", 1.0), ("zscore", 10.0))   # features x y scale read
+RULES = ("mean_log_gap", "final", "steps_to")
 MODES = {
-    "tiny": {"preprocessings": ("zscore",), "steps": (300,), "lrs": (1e-3, 5e-3, 1e-2),
-             "seeds": 2},
-    "quick": {"preprocessings": PREPROCESSINGS, "steps": (20_000, 10_000, 10_000),
-              "lrs": gl.LR_GRID, "seeds": 1},
-    "full": {"preprocessings": PREPROCESSINGS, "steps": (100_000,) * 3, "lrs": gl.LR_GRID,
-             "seeds": 3},
+    "tiny": {"data": DATA[:1], "steps": 300, "lrs": (1e-3, 5e-3, 1e-2), "seeds": 2},
+    "quick": {"data": DATA, "steps": 10_000, "lrs": gl.LR_GRID, "seeds": 1},
+    "full": {"data": DATA, "steps": 100_000, "lrs": gl.LR_GRID, "seeds": 3},
 }
-# Verdict rules, fixed before any paper-length run (report.speedup; m2, m3 = median over seeds
-# of the median speed-up of depth 2, 3 over depth 1 across the baseline's levels):
-#   l2 "depth slightly hinders":   holds if 1/2 <= m2, m3 <= 1; partly if min(m2, m3) < 1.
+# Verdict rules, fixed before the paper-length run (m2, m3 = median over seeds of the median
+# speed-up of depth 2, 3 over depth 1 across depth 1's levels, analysis.speedups):
+#   l2 "depth slightly hinders":   holds if SLIGHT <= m2, m3 <= 1; partly if min(m2, m3) < 1.
 #   l4 "significant acceleration": holds if min(m2, m3) >= SIGNIFICANT; partly if
 #                                  max(m2, m3) > FASTER.
 SLIGHT = 0.5
+CLAIMS = {"l2": "with l2 loss, depth (slightly) hinders optimization",
+          "l4": "with l4 loss it [depth] leads to significant acceleration"}
+AXES = ("data", "rule")
 
 
 def config_steps(mode: str) -> dict:
-    """{loss: config-steps} this mode trains (for the time estimate before a run)."""
+    """{loss: config-steps} this mode trains, for the estimate printed before a run: the grid,
+    ~9 refined lrs per model and rule pick (2 distinct picks on average), the seed reruns."""
     m = MODES[mode]
-    per = 3 * len(m["lrs"]) + 3 * (m["seeds"] - 1)
-    return {"l2": per * sum(m["steps"]), "l4": per * sum(m["steps"])}
+    per = 3 * (len(m["lrs"]) + 12) + 3 * 2 * (m["seeds"] - 1)
+    return {loss: per * m["steps"] * len(m["data"]) for loss in ("l2", "l4")}
+
+
+def judge(loss, m2, m3) -> str:
+    if loss == "l2":
+        return analysis.verdict(SLIGHT <= min(m2, m3) and max(m2, m3) <= 1, min(m2, m3) < 1)
+    return analysis.verdict(min(m2, m3) >= analysis.SIGNIFICANT, max(m2, m3) > analysis.FASTER)
 
 
 def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False, seed: int = 0,
@@ -53,85 +58,101 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
     out = Path(out)
     mode = "tiny" if tiny else ("quick" if quick else "full")
     m = MODES[mode]
+    steps = max(10, int(m["steps"] * scale))
+    seeds = tuple(seed + s for s in range(m["seeds"]))
+    out.mkdir(parents=True, exist_ok=True)
     data = {"claims": [], "figures": [], "runs": {}, "mode": mode}
-    medians = {"l2": [], "l4": []}
-    verdicts = {"l2": [], "l4": []}
-    for pre, full_steps in zip(m["preprocessings"], m["steps"]):
-        steps = max(10, int(full_steps * scale))
-        X, y = ethanol_problem(pre)
-        lstar = optimal_losses(X, y, ["l2", "l4"])
-        cfgs = gl.grid(loss=["l2", "l4"], depth=[1, 2, 3], lr=list(m["lrs"]), seed=seed)
-        kw = dict(log_every=max(1, steps // 400), backend=backend)
-        res = timed_train(f"fig3 {pre} lr grid", X, y, cfgs, steps, **kw)
-        res.save(out / f"fig3_{pre}")
-        opt = np.array([lstar[c.loss] for c in cfgs])
-        rows = best_per_model(res, opt, ["loss", "depth"], EPS, [steps // 4, steps // 2])
-        seeds = [seed + s for s in range(1, m["seeds"])]
-        curves = seeded_curves(f"fig3 {pre} seeds {seeds}", X, y, res, lambda c: lstar[c.loss],
-                               rows, seeds, steps, **kw)
-        run = {"steps": steps, "optimal_loss": lstar, "best": rows, "seeds": [seed] + seeds,
-               "n_diverged": int(res.diverged.sum()), "n_configs": len(cfgs)}
-        for loss in ("l2", "l4"):
-            pos = {r["depth"]: n for n, r in enumerate(rows) if r["loss"] == loss}
-            sp = {d: seed_speedups(res.steps, curves[pos[1]], curves[pos[d]]) for d in (2, 3)}
-            run[loss] = {f"depth{d}": {"per_seed_medians": sp[d][1], "levels_seed0": sp[d][0][0]}
-                         for d in (2, 3)}
-            claim = _claim(pre, steps, loss, rows, sp, len(seeds) + 1)
-            data["claims"].append(claim)
-            medians[loss] += sp[2][1] + sp[3][1]
-            verdicts[loss].append(claim["verdict"])
-        data["runs"][pre] = run
-        fig = f"fig3_{pre}.png" if pre != PREPROCESSINGS[0] else "fig3.png"
-        _plot(res, opt, rows, out / fig, f"Ethanol ({pre}), best lr per depth, seed {seed}")
+    variants = {res: {loss: {} for loss in CLAIMS} for res in RESOLUTIONS}
+    lines = {loss: [] for loss in CLAIMS}
+    models = {(loss, d): dict(depth=d, loss=loss) for loss in CLAIMS for d in (1, 2, 3)}
+    for features, y_scale in m["data"]:
+        label = protocol.data_label(features, y_scale)
+        X, y = protocol.ethanol_variant(features, y_scale)
+        lstar = optimal_losses(X, y, list(CLAIMS))
+        search = lr_search(X, y, models, list(m["lrs"]), steps, lambda c: lstar[c.loss],
+                           train=functools.partial(timed_train), label=f"fig3 {label}",
+                           baseline={k: (k[0], 1) for k in models}, rules=RULES, seeds=seeds,
+                           log_every=max(1, steps // 400), backend=backend)
+        run_rec = {"steps": steps, "optimal_loss": lstar, "lr_search": search.summary(),
+                   "seeds": list(seeds), "speedups": {}}
+        for res in RESOLUTIONS:
+            for rule in RULES:
+                for loss in CLAIMS:
+                    sm = {d: protocol.seed_medians(search.steps,
+                                                   search.gaps(res, rule, (loss, 1)),
+                                                   search.gaps(res, rule, (loss, d)))
+                          for d in (2, 3)}
+                    run_rec["speedups"][f"{res} {rule} {loss}"] = sm
+
+                    def verdict_at(n, res=res, rule=rule, loss=loss):
+                        g = {d: [c[:n] for c in search.gaps(res, rule, (loss, d))]
+                             for d in (1, 2, 3)}
+                        return judge(loss, *(protocol.med(protocol.seed_medians(
+                            search.steps[:n], g[1], g[d])) for d in (2, 3)))
+                    variants[res][loss][(label, rule)] = protocol.settled(
+                        verdict_at, search.steps, mode)
+        for loss in CLAIMS:
+            lines[loss].append(_measured(label, search, run_rec, loss, seeds))
+        data["runs"][label] = run_rec
+        fig = "fig3.png" if not data["figures"] else f"fig3_{features}_y{y_scale:g}.png"
+        _plot(search, lstar, out / fig, f"Ethanol ({label}), best lr per depth (refined, rule a), "
+                                         f"seed {seed}")
         data["figures"].append(fig)
-    data["evidence"] = [
-        evidence_sentence("l2, depth 2/3 vs depth 1 (a speed-up < 1 is the claimed slow-down)",
-                          verdicts["l2"], medians["l2"]),
-        evidence_sentence("l4, depth 2/3 vs depth 1", verdicts["l4"], medians["l4"])]
-    data["setup"] = (f"GD, N(0, 0.01^2) init, width 1, depths 1/2/3, l2 and l4, lr grid "
-                     f"{list(m['lrs'])}; best lr per (loss, depth) by the lowest mean log10(L - "
-                     f"L*) over the run, chosen on seed {seed} and rerun with {m['seeds'] - 1} "
-                     f"more seeds; steps per preprocessing: "
-                     f"{dict(zip(m['preprocessings'], m['steps']))}"
-                     f"{'' if scale == 1 else f' x {scale:g}'}. Speed-up = depth-1 steps / model "
-                     f"steps to the L - L* depth 1 reaches at 10/25/50/100% of the run.")
+    for loss, text in CLAIMS.items():
+        data["claims"].append(protocol.claim_record(
+            text, variants["refined"][loss], AXES, " || ".join(lines[loss]),
+            grid_variants=variants["grid"][loss], mode=mode,
+            needs="the paper's 100,000 steps (--full)"))
+    data["evidence"] = [f"{c['claim']}: {c['verdict']} ({c['reason']}); on the paper's grid "
+                        f"alone: {c['grid_verdict']}." for c in data["claims"]]
+    data["setup"] = (f"GD, N(0, 0.01^2) init, width 1, depths 1/2/3, l2 and l4; data "
+                     f"{[protocol.data_label(*d) for d in m['data']]}; lr grid {list(m['lrs'])} "
+                     f"then refined around every rule's pick (9 lrs per decade, best lr known to "
+                     f"within 14 %); rules {[protocol.RULE_LABELS[r] for r in RULES]}; "
+                     f"{steps:,} steps; seeds {list(seeds)} (lr chosen on seed {seed}). Speed-up "
+                     f"= depth-1 steps / model steps to the L - L* depth 1 reaches at "
+                     f"10/25/50/100% of the run; median over levels, then over seeds.")
     return save_json(out, NAME, data)
 
 
-def _claim(pre, steps, loss, rows, sp, n_seeds):
-    gap = {r["depth"]: r["final_gap"] for r in rows if r["loss"] == loss}
-    lr = {r["depth"]: r["lr"] for r in rows if r["loss"] == loss}
-    med = {d: float(np.nanmedian(sp[d][1])) if np.isfinite(sp[d][1]).any() else float("nan")
-           for d in (2, 3)}
-    measured = (f"[{pre}, {steps:,} steps, {n_seeds} seed(s)] speed-up over depth 1 (best lr: "
-                f"{lr[1]:g}, {lr[2]:g}, {lr[3]:g} for depths 1/2/3) at the L - L* depth 1 reaches "
-                f"at 10/25/50/100% of the run, seed 0: depth 2 {speedup_text(sp[2][0][0])}; "
-                f"depth 3 {speedup_text(sp[3][0][0])}. Median: depth 2 {spread_text(sp[2][1])}, "
-                f"depth 3 {spread_text(sp[3][1])}. Final L - L* (seed 0): {fmt(gap[1])}, "
-                f"{fmt(gap[2])}, {fmt(gap[3])}; final-gap ratio to depth 1: "
-                f"{gap[2] / gap[1]:.2f}, {gap[3] / gap[1]:.2f}")
-    m2, m3 = med[2], med[3]
-    if loss == "l2":
-        return {"claim": "with l2 loss, depth (slightly) hinders optimization",
-                "measured": measured,
-                "verdict": verdict(SLIGHT <= min(m2, m3) and max(m2, m3) <= 1, min(m2, m3) < 1)}
-    return {"claim": "with l4 loss it [depth] leads to significant acceleration",
-            "measured": measured,
-            "verdict": verdict(min(m2, m3) >= SIGNIFICANT, max(m2, m3) > FASTER)}
+def _measured(label, search, rec, loss, seeds) -> str:
+    """One variant's numbers for the report cell: refined lrs per rule, speed-up medians."""
+    parts = []
+    for rule in RULES:
+        lrs = "/".join(f"{search.lr('refined', rule, (loss, d)):.3g}" for d in (1, 2, 3))
+        grid = "/".join(f"{search.lr('grid', rule, (loss, d)):.3g}" for d in (1, 2, 3))
+        sm = rec["speedups"][f"refined {rule} {loss}"]
+        gm = rec["speedups"][f"grid {rule} {loss}"]
+        parts.append(f"rule {protocol.RULE_LABELS[rule][0]}: lrs d1/d2/d3 {lrs} (grid {grid}), "
+                     f"speed-up d2 {_spread(sm[2])}, d3 {_spread(sm[3])} (grid: "
+                     f"{_spread(gm[2])}, {_spread(gm[3])})")
+    return f"[{label}, {len(seeds)} seed(s)] " + "; ".join(parts)
 
 
-def _plot(res, opt, rows, path, title):
+def _spread(values) -> str:
+    v = [x for x in values if np.isfinite(x)]
+    if not v:
+        return "n/a"
+    return f"{np.median(v):.2g}x" + (f" ({min(v):.2g}-{max(v):.2g})" if len(v) > 1 else "")
+
+
+def _plot(search, lstar, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, loss in zip(axes, ("l2", "l4")):
-        idx = [r["config_index"] for r in rows if r["loss"] == loss]
-        res.subset(idx).plot(ax=ax, optimal=opt[idx], title=f"{loss} loss",
-                             labels=[f"depth {res.configs[i].depth}, lr {res.configs[i].lr:g}"
-                                     for i in idx])
+    for ax, loss in zip(axes, CLAIMS):
+        for d in (1, 2, 3):
+            g = search.gaps("refined", "mean_log_gap", (loss, d))[0]
+            ax.plot(search.steps, np.clip(g, 1e-12, 1e12),
+                    label=f"depth {d}, lr {search.lr('refined', 'mean_log_gap', (loss, d)):.3g}")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("L - L*")
+        ax.set_title(f"{loss} loss")
+        ax.legend(fontsize=8)
     fig.suptitle(title)
-    finish_figure(fig, path)
+    finish_figure(fig, path, axes)
 
 
 if __name__ == "__main__":

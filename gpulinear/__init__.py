@@ -7,7 +7,7 @@
 
 Importing the package never imports CuPy, Numba or torch.
 """
-from . import datasets
+from . import analysis, datasets
 from .advice import ScienceWarning
 from .config import LR_GRID, Config, grid
 from .e2e import end_to_end_update, precondition, precondition_k1, preconditioner

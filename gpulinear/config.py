@@ -55,6 +55,8 @@ class Config:
     alpha: float | None = None
     lr_decay: float | None = None
     centered: bool | None = None
+    initial_accumulator: float | None = None
+    eps_hat: bool | None = None
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self):

@@ -28,14 +28,14 @@ import numpy
 from .backend import array_namespace
 
 __all__ = ["Optimizer", "OPTIMIZERS", "OPTIMIZER_NAMES", "HYPERPARAMETERS", "get_optimizer",
-           "hyper_arrays",
+           "hyper_arrays", "SEMANTICS", "semantics",
            "GDState", "MomentumState", "AdagradState", "AdadeltaState", "AdamState", "RMSpropState"]
 
 # Every hyperparameter name any optimizer reads (these are Config field names).  This order is also
 # the column order of the per-config hyperparameter table of the CUDA update kernel
 # (gpulinear.cuda.layout.pack), so appending is safe and reordering changes that layout.
 HYPERPARAMETERS = ("lr", "weight_decay", "momentum", "beta1", "beta2", "eps", "rho", "alpha",
-                   "lr_decay", "centered")
+                   "lr_decay", "centered", "initial_accumulator", "eps_hat")
 
 
 class Optimizer(NamedTuple):
@@ -140,14 +140,18 @@ def _momentum_init(params):
 # ---- adagrad -------------------------------------------------------------------------------------
 
 def _adagrad_update(grads, state, params, hyper):
-    """sum += g^2;  p <- p - lr / (1 + (t-1) lr_decay) * g / (sqrt(sum) + eps)."""
+    """sum += g^2;  p <- p - lr / (1 + (t-1) lr_decay) * g / (sqrt(a0 + sum) + eps),
+    a0 = initial_accumulator (torch's initial_accumulator_value; TF 1's is 0.1 with eps 0).
+    The state holds the sum from zero and a0 is added in the formula, so every optimizer's state
+    starts at zeros (the CUDA layout relies on that); the value equals torch's to rounding."""
     new_p, new_sum = [], []
     for g, p, s in zip(grads, params, state.sum):
         xp = array_namespace(p)
         g = _decayed(g, p, hyper)
         clr = _h(hyper, "lr", p) / (1 + (_t(state.count, p) - 1) * _h(hyper, "lr_decay", p))
         s = s + g * g
-        new_p.append(p - clr * g / (xp.sqrt(s) + _h(hyper, "eps", p)))
+        denom = xp.sqrt(s + _h(hyper, "initial_accumulator", p)) + _h(hyper, "eps", p)
+        new_p.append(p - clr * g / denom)
         new_sum.append(s)
     return new_p, AdagradState(new_sum, state.count + 1)
 
@@ -175,7 +179,9 @@ def _adadelta_update(grads, state, params, hyper):
 
 def _adam_update(grads, state, params, hyper):
     """m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;
-    p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
+    p <- p - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)          (eps_hat = 0, torch), or
+    p <- p - lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)          (eps_hat = 1, TF 1: eps is
+    Kingma & Ba's "epsilon hat", added after the bias correction is folded into the lr)."""
     new_p, new_m, new_v = [], [], []
     for g, p, m, v in zip(grads, params, state.exp_avg, state.exp_avg_sq):
         xp = array_namespace(p)
@@ -184,7 +190,10 @@ def _adam_update(grads, state, params, hyper):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * (g * g)
         step_size = _h(hyper, "lr", p) / (1 - b1 ** t)
-        denom = xp.sqrt(v) / xp.sqrt(1 - b2 ** t) + _h(hyper, "eps", p)
+        # eps_hat: eps / sqrt(1-b2^t) in torch's form is TF 1's eps outside the correction
+        eps = _h(hyper, "eps", p) / xp.where(_h(hyper, "eps_hat", p) != 0,
+                                             xp.sqrt(1 - b2 ** t), 1)
+        denom = xp.sqrt(v) / xp.sqrt(1 - b2 ** t) + eps
         new_p.append(p - step_size * m / denom)
         new_m.append(m)
         new_v.append(v)
@@ -222,13 +231,15 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
               ("buf",)),
     Optimizer("nesterov", {**_SGD, "momentum": 0.9}, _momentum_init, _sgd_momentum(True),
               ("buf",)),
-    Optimizer("adagrad", {"lr": 1e-2, "weight_decay": 0.0, "lr_decay": 0.0, "eps": 1e-10},
+    Optimizer("adagrad", {"lr": 1e-2, "weight_decay": 0.0, "lr_decay": 0.0, "eps": 1e-10,
+                          "initial_accumulator": 0.0},
               lambda params: AdagradState(_zeros(params), _count(params)), _adagrad_update,
               ("sum",)),
     Optimizer("adadelta", {"lr": 1.0, "weight_decay": 0.0, "rho": 0.9, "eps": 1e-6},
               lambda params: AdadeltaState(_zeros(params), _zeros(params), _count(params)),
               _adadelta_update, ("square_avg", "acc_delta")),
-    Optimizer("adam", {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+    Optimizer("adam", {"lr": 1e-3, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+                       "eps_hat": 0.0},
               lambda params: AdamState(_zeros(params), _zeros(params), _count(params)),
               _adam_update, ("exp_avg", "exp_avg_sq")),
     Optimizer("rmsprop", {"lr": 1e-2, "weight_decay": 0.0, "alpha": 0.99, "eps": 1e-8,
@@ -263,7 +274,35 @@ _CHECKS = {
     "alpha": (lambda x: 0 <= x <= 1, "in [0, 1]"),
     "lr_decay": (lambda x: x >= 0, ">= 0"),
     "centered": (lambda x: x in (0, 1), "0/1 (False/True)"),
+    "initial_accumulator": (lambda x: x >= 0, ">= 0"),
+    "eps_hat": (lambda x: x in (0, 1), "0/1 (False/True)"),
 }
+# AdaGrad may drop eps when its accumulator starts above zero (TF 1: 0.1 and no eps); the
+# denominator is then sqrt(a0 + sum g^2) > 0.  Everywhere else eps > 0 keeps it off zero.
+_EPS_MAY_BE_ZERO = {"adagrad": "initial_accumulator"}
+
+# Framework semantics as data (the paper ran TensorFlow 1; our defaults are torch.optim's).  Each
+# entry: optimizer -> the hyperparameters that make our update equal that framework's update with
+# its defaults (lr aside: the experiments search it).  TF 1 (tf.compat.v1.train.*Optimizer):
+# AdagradOptimizer(initial_accumulator_value=0.1), no eps; AdadeltaOptimizer(rho=0.95,
+# epsilon=1e-8); AdamOptimizer(epsilon=1e-8) with epsilon added after the bias correction is
+# folded into the lr; GradientDescent / Momentum(use_nesterov) are torch's SGD formulas.
+SEMANTICS = {
+    "torch": {},
+    "tf1": {"adagrad": {"initial_accumulator": 0.1, "eps": 0.0},
+            "adadelta": {"rho": 0.95, "eps": 1e-8},
+            "adam": {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "eps_hat": 1.0}},
+}
+
+
+def semantics(framework: str, optimizer: str) -> dict:
+    """The Config hyperparameters that give ``optimizer`` the update and defaults of
+    ``framework`` ("torch" or "tf1"), e.g. ``gl.Config(optimizer="adagrad",
+    **semantics("tf1", "adagrad"))``.  Empty where the framework's update is already ours."""
+    get_optimizer(optimizer)
+    if framework not in SEMANTICS:
+        raise ValueError(f"framework: unknown {framework!r}; choose one of {tuple(SEMANTICS)}")
+    return dict(SEMANTICS[framework].get(optimizer, {}))
 
 
 def _which(i, per_config) -> str:
@@ -292,11 +331,20 @@ def hyper_arrays(optimizer: str, per_config: list, dtype, xp=numpy) -> dict:
             raise ValueError(f"{name}: every value must be a real number or None; got {values!r}") \
                 from None
         ok, rule = _CHECKS[name]
+        if name == "eps" and optimizer in _EPS_MAY_BE_ZERO:
+            ok, rule = (lambda x: x >= 0), ">= 0"
         for i, x in enumerate(arr.tolist()):
             if not (math.isfinite(x) and ok(x)):
                 raise ValueError(
                     f"{name}: must be finite and {rule} in {dtype} for optimizer {optimizer!r}; "
                     f"got {values[i]!r}{_which(i, per_config)}. Set {name} {rule}, or None for the default "
                     f"{default!r}")
-        out[name] = xp.asarray(arr)
-    return out
+        out[name] = numpy.asarray(arr)
+    if optimizer in _EPS_MAY_BE_ZERO:
+        partner = _EPS_MAY_BE_ZERO[optimizer]
+        for i, (e, a) in enumerate(zip(out["eps"].tolist(), out[partner].tolist())):
+            if e == 0 and a == 0:
+                raise ValueError(
+                    f"eps: {optimizer} with eps = 0 needs {partner} > 0 (else it divides 0 by 0 "
+                    f"where a gradient is 0){_which(i, per_config)}; set eps > 0 or {partner} > 0")
+    return {name: xp.asarray(arr) for name, arr in out.items()}

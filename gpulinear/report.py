@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import (FASTER, LEVEL_FRACTIONS, NOT_TESTABLE, SIGNIFICANT, baseline_levels,  # noqa: F401
+                       fmt_speedup, median_speedup, speedup, speedups, steps_to, verdict)
 from .result import json_default
 
 # Report order; the value is the script's file name in experiments/.
@@ -33,8 +35,7 @@ EXPERIMENTS = {
     "theorem2": "theorem2_not_a_gradient.py",
     "fig5_right": "fig5_right_mnist_cnn.py",
 }
-NOT_TESTABLE = "not testable at this length"
-VERDICTS = ("holds", "partly", "does not hold", NOT_TESTABLE)
+VERDICTS = ("holds", "partly", "does not hold", NOT_TESTABLE)   # and "depends on <axis>"
 TIMINGS: list = []   # timed_train's records, moved into the experiment's JSON by save_json
 
 
@@ -63,7 +64,8 @@ def save_json(out: Path, name: str, data: dict) -> dict:
     """Write out/<name>.json (numpy scalars and arrays become plain JSON) and return `data`,
     with the timings of the timed_train calls made since the previous save."""
     for claim in data.get("claims", []):
-        if claim.get("verdict") not in VERDICTS:
+        if claim.get("verdict") not in VERDICTS and \
+                not str(claim.get("verdict")).startswith("depends on "):
             raise ValueError(f"verdict must be one of {VERDICTS}, got {claim.get('verdict')!r}")
     if TIMINGS:   # the timed_train calls since the last save: this experiment's
         data.setdefault("timings", list(TIMINGS))
@@ -73,24 +75,11 @@ def save_json(out: Path, name: str, data: dict) -> dict:
     return data
 
 
-def verdict(holds: bool, partly: bool = False) -> str:
-    return "holds" if holds else ("partly" if partly else "does not hold")
-
-
 def steps_to_reach(steps, curves, levels) -> np.ndarray:
-    """First recorded step at which each curve (n, r) is <= each level (L,); -1 if never.
-
-    Returns (n, L) ints.  Curves may hold NaN/inf (diverged), which never count as reached.
-    """
-    curves = np.asarray(curves, dtype=float)
-    levels = np.atleast_1d(np.asarray(levels, dtype=float))
-    out = np.full((curves.shape[0], len(levels)), -1, dtype=np.int64)
-    finite = np.isfinite(curves)
-    for j, level in enumerate(levels):
-        hit = finite & (curves <= level)
-        first = np.argmax(hit, axis=1)
-        out[:, j] = np.where(hit.any(axis=1), np.asarray(steps)[first], -1)
-    return out
+    """(n, L) ints: first recorded step at which each curve (n, r) is <= each level; -1 if never
+    (analysis.steps_to with the old integer convention, for the scripts' tables)."""
+    reach = steps_to(steps, curves, list(np.atleast_1d(levels)))
+    return np.where(np.isnan(reach), -1, reach).astype(np.int64)
 
 
 def experiment_cli(module) -> int:
@@ -307,79 +296,8 @@ def finish_figure(fig, path, grid_axes=()) -> None:
     plt.close(fig)
 
 
-# -- speed-ups: "faster / accelerates / slower" judged as time to reach a loss ---------------
-# Rule fixed before any paper-length run (2026-12, issue 10).  Levels: the gaps L - L* the
-# baseline reaches at LEVEL_FRACTIONS of the run (its running minimum, so a level is a gap the
-# baseline has really reached).  Speed-up per level: baseline steps / model steps.  A claim of
-# acceleration is judged on the median speed-up over the levels (one slow level does not decide,
-# nor does one early transient).
-LEVEL_FRACTIONS = (0.10, 0.25, 0.50, 1.00)
-FASTER = 1.1        # "faster", "improves speed": median speed-up above this
-SIGNIFICANT = 1.5   # "significant / considerable acceleration": median speed-up at least this
-
-
-def speedup(baseline_step: int, model_step: int, run_length: int) -> tuple[float, str]:
-    """The speed-up of a model over a baseline at one level of L - L*: the ONE rule.
-
-    baseline_step, model_step: the first step at which each curve is <= the level, -1 for never;
-    run_length: the last step of the run.  Returns (value, kind):
-      both reached        -> (baseline / model, "exact"); a step 0 counts as step 1, so a curve
-                             that starts below the level is not an infinite speed-up;
-      only the baseline   -> (baseline / run_length, "upper"): the model needs > run_length
-                             steps, so the speed-up is below that (printed "<0.4x");
-      only the model      -> (run_length / model, "lower"): printed ">2.1x";
-      neither             -> (nan, "none").
-    Final gaps do not enter: two curves that end equal but where one gets there 3x sooner read
-    as a 3x speed-up.
-    """
-    b_never, m_never = baseline_step < 0, model_step < 0
-    b, m = max(int(baseline_step), 1), max(int(model_step), 1)
-    if b_never and m_never:
-        return float("nan"), "none"
-    if m_never:
-        return b / run_length, "upper"
-    if b_never:
-        return run_length / m, "lower"
-    return b / m, "exact"
-
-
-def fmt_speedup(value: float, kind: str) -> str:
-    """'2.5x', '>2.1x' (lower bound), '<0.4x' (upper bound) or 'n/a' (neither reached)."""
-    if kind == "none" or not np.isfinite(value):
-        return "n/a"
-    return {"exact": "", "lower": ">", "upper": "<"}[kind] + f"{value:.2g}x"
-
-
-def baseline_levels(steps, baseline_gap, fractions=LEVEL_FRACTIONS) -> np.ndarray:
-    """(len(fractions),) the gaps the baseline (r,) has reached at those fractions of the run:
-    its running minimum at the record nearest each fraction of steps[-1] (inf when diverged)."""
-    gap = np.where(np.isfinite(baseline_gap), baseline_gap, np.inf)
-    best = np.minimum.accumulate(gap)
-    idx = [int(np.argmin(np.abs(np.asarray(steps) - f * steps[-1]))) for f in fractions]
-    return best[idx]
-
-
-def speedups(steps, baseline_gap, model_gap, levels=None) -> list[dict]:
-    """Speed-up of a model curve over a baseline curve (both (r,) gaps L - L* at `steps`) at each
-    level (default: baseline_levels).  One dict per level: level, both first steps (-1 never),
-    value, kind (see speedup) and text."""
-    levels = baseline_levels(steps, baseline_gap) if levels is None else np.asarray(levels)
-    reach = steps_to_reach(steps, np.stack([baseline_gap, model_gap]), levels)
-    rows = []
-    for j, level in enumerate(levels):
-        value, kind = speedup(reach[0, j], reach[1, j], int(steps[-1]))
-        rows.append({"level": float(level), "baseline_step": int(reach[0, j]),
-                     "model_step": int(reach[1, j]), "speedup": value, "kind": kind,
-                     "text": fmt_speedup(value, kind)})
-    return rows
-
-
-def median_speedup(rows) -> float:
-    """Median speed-up over levels; bounds count at their bound value (a '>2x' counts as 2, which
-    only understates it), levels neither curve reached are left out (nan if none is left)."""
-    vals = [r["speedup"] for r in rows if r["kind"] != "none"]
-    return float(np.median(vals)) if vals else float("nan")
-
+# -- speed-ups: the rule lives in gpulinear.analysis (speedup, baseline_levels, speedups,
+# median_speedup, fmt_speedup, LEVEL_FRACTIONS, FASTER, SIGNIFICANT), imported at the top.
 
 def speedup_text(rows) -> str:
     """'L-L* 0.1: 2.5x, 0.02: >2.1x' for a report cell."""

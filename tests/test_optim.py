@@ -26,7 +26,7 @@ CONFIGS = {
                  dict(lr=0.03, momentum=0.99, weight_decay=0.01)],
     "nesterov": [dict(lr=0.02), dict(lr=0.01, momentum=0.5, weight_decay=0.1),
                  dict(lr=0.03, momentum=0.99, weight_decay=0.01)],
-    "adagrad": [dict(), dict(lr=0.1, lr_decay=0.05, weight_decay=0.1),
+    "adagrad": [dict(), dict(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator=0.3),
                 dict(lr=0.05, eps=1e-3, lr_decay=0.5)],
     "adadelta": [dict(), dict(lr=0.5, rho=0.5, eps=1e-3, weight_decay=0.1),
                  dict(lr=2.0, rho=0.99, eps=1e-8)],
@@ -109,7 +109,8 @@ def _run_torch(torch, name, cfgs, dtype):
             o = torch.optim.SGD(ps, momentum=h.get("momentum", 0.0), nesterov=name == "nesterov",
                                 **common)
         elif name == "adagrad":
-            o = torch.optim.Adagrad(ps, lr_decay=h["lr_decay"], eps=h["eps"], **common)
+            o = torch.optim.Adagrad(ps, lr_decay=h["lr_decay"], eps=h["eps"],
+                                    initial_accumulator_value=h["initial_accumulator"], **common)
         elif name == "adadelta":
             o = torch.optim.Adadelta(ps, rho=h["rho"], eps=h["eps"], **common)
         elif name == "adam":
@@ -164,11 +165,12 @@ def test_table():
         "gd": sgd,
         "momentum": {**sgd, "momentum": 0.9},  # ours: 0.9 (torch's 0 would be plain gd)
         "nesterov": {**sgd, "momentum": 0.9},
-        "adagrad": {k: d["adagrad"][k] for k in ("lr", "weight_decay", "lr_decay", "eps")},
+        "adagrad": {**{k: d["adagrad"][k] for k in ("lr", "weight_decay", "lr_decay", "eps")},
+                    "initial_accumulator": d["adagrad"]["initial_accumulator_value"]},
         "adadelta": {k: d["adadelta"][k] for k in ("lr", "weight_decay", "rho", "eps")},
         "adam": {"lr": d["adam"]["lr"], "weight_decay": d["adam"]["weight_decay"],
                  "beta1": d["adam"]["betas"][0], "beta2": d["adam"]["betas"][1],
-                 "eps": d["adam"]["eps"]},
+                 "eps": d["adam"]["eps"], "eps_hat": 0.0},   # torch: eps after the sqrt(1-b2^t)
         "rmsprop": {k: float(d["rmsprop"][k]) for k in
                     ("lr", "weight_decay", "alpha", "eps", "momentum", "centered")},
     }
@@ -223,7 +225,7 @@ def test_cupy_matches_numpy(name):
 
 def test_hyper_arrays_defaults_and_dtype(xp):
     h = optim.hyper_arrays("adam", [dict(lr=0.1, beta1=None), {}], "float32", xp=xp)
-    assert set(h) == {"lr", "weight_decay", "beta1", "beta2", "eps"}
+    assert set(h) == {"lr", "weight_decay", "beta1", "beta2", "eps", "eps_hat"}
     assert all(v.dtype == np.float32 and v.shape == (2,) for v in h.values())
     assert _host(h["lr"]).tolist() == [np.float32(0.1), np.float32(1e-3)]
     assert _host(h["beta1"]).tolist() == [np.float32(0.9)] * 2
@@ -257,3 +259,73 @@ def test_unknown_optimizer():
         optim.get_optimizer("sgdx")
     with pytest.raises(ValueError, match="optimizer"):
         optim.hyper_arrays("lbfgs", [dict()], np.float64)
+
+
+# ---- TensorFlow 1 semantics (the paper's framework), against TF 1's update formulas written out
+# by hand from tf.compat.v1.train's docs/kernels (training_ops.cc), float64, one scalar at a time.
+
+def _tf1_reference(name, lr, p0, grads):
+    """TF 1 ApplyAdagrad / ApplyAdadelta / ApplyAdam with TF 1's defaults, elementwise loops."""
+    p = np.array(p0, dtype=np.float64)
+    if name == "adagrad":            # accum starts at initial_accumulator_value = 0.1; no eps
+        accum = np.full_like(p, 0.1)
+        for g in grads:
+            accum += g * g
+            p -= lr * g / np.sqrt(accum)
+    elif name == "adadelta":         # rho 0.95, epsilon 1e-8
+        accum, accum_update = np.zeros_like(p), np.zeros_like(p)
+        for g in grads:
+            accum = 0.95 * accum + 0.05 * g * g
+            update = np.sqrt(accum_update + 1e-8) / np.sqrt(accum + 1e-8) * g
+            accum_update = 0.95 * accum_update + 0.05 * update * update
+            p -= lr * update
+    else:                            # adam: lr_t = lr sqrt(1-b2^t)/(1-b1^t); eps outside
+        m, v = np.zeros_like(p), np.zeros_like(p)
+        for t, g in enumerate(grads, start=1):
+            lr_t = lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            m = 0.9 * m + 0.1 * g
+            v = 0.999 * v + 0.001 * g * g
+            p -= lr_t * m / (np.sqrt(v) + 1e-8)
+    return p
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adadelta", "adam"])
+def test_tf1_semantics_match_tf1_formulas(name):
+    """Config(**semantics("tf1", name)) steps exactly as TF 1's optimizer with its defaults; the
+    torch defaults do not (so the test can tell the two apart)."""
+    rng = np.random.default_rng(7)
+    shape, steps, lr = (2, 3, 4), 30, 0.05
+    p0 = rng.normal(size=shape)
+    # small gradients: where the two frameworks differ most (eps and a0 against g^2)
+    grads = [rng.normal(scale=10.0 ** rng.uniform(-6, 0), size=shape) for _ in range(steps)]
+    ref = _tf1_reference(name, lr, p0, grads)
+
+    def ours(hyper):
+        opt = optim.get_optimizer(name)
+        h = optim.hyper_arrays(name, [dict(lr=lr, **hyper)] * shape[0], np.float64)
+        params, state = [p0.copy()], opt.init([p0.copy()])
+        for g in grads:
+            params, state = opt.update([g], state, params, h)
+        return params[0]
+
+    tf1 = ours(optim.semantics("tf1", name))
+    np.testing.assert_allclose(tf1, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    torch_like = ours(optim.semantics("torch", name))
+    assert np.abs(torch_like - ref).max() > 1e-6 * np.abs(ref).max()
+
+
+def test_semantics_table_and_errors():
+    assert optim.semantics("torch", "adam") == {}
+    assert optim.semantics("tf1", "gd") == {}
+    with pytest.raises(ValueError, match="framework"):
+        optim.semantics("tf2", "adam")
+    with pytest.raises(ValueError, match="optimizer"):
+        optim.semantics("tf1", "adamw")
+    # adagrad may drop eps only with a positive initial accumulator
+    optim.hyper_arrays("adagrad", [dict(eps=0.0, initial_accumulator=0.1)], np.float64)
+    with pytest.raises(ValueError, match="initial_accumulator > 0"):
+        optim.hyper_arrays("adagrad", [dict(eps=0.0)], np.float64)
+    with pytest.raises(ValueError, match="eps"):
+        optim.hyper_arrays("adam", [dict(eps=0.0)], np.float64)
+    with pytest.raises(ValueError, match="eps_hat"):
+        optim.hyper_arrays("adam", [dict(eps_hat=0.5)], np.float64)
