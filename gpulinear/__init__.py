@@ -17,11 +17,13 @@ from .losses import Lp, SoftmaxCrossEntropy, get_loss
 from .optim import OPTIMIZERS
 from .optimum import optimal_loss
 from .result import Result
+from .targets import rel
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config", "grid", "LR_GRID", "train", "Result", "init_weights", "end_to_end_update",
     "precondition", "precondition_k1", "preconditioner", "optimal_loss", "Lp",
-    "SoftmaxCrossEntropy", "get_loss", "OPTIMIZERS", "datasets", "ScienceWarning", "__version__",
+    "SoftmaxCrossEntropy", "get_loss", "OPTIMIZERS", "datasets", "ScienceWarning", "rel",
+    "__version__",
 ]

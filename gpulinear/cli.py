@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above",
-              "diverge_factor", "gram")
+TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "target_gap",
+              "diverge_above", "diverge_factor", "gram")
 DATA_KEYS = ("data", "preprocess", "target_column")    # [train] keys about the data, not train()
 GRAM_FLAG = {"auto": None, "on": True, "off": False}
 
@@ -59,6 +59,9 @@ def _main(argv) -> int:
     tr.add_argument("--target", type=float, default=None, metavar="LOSS",
                     help="a loss level: steps_to_target per config, and the summary and "
                          "loss.png rank by it")
+    tr.add_argument("--target-gap", type=float, default=None, metavar="GAP",
+                    help="the target relative to L* of each config's loss: L* + GAP |L*| (0.01: "
+                         "within 1 %%); the summary and loss.png rank by reach-and-stay")
     tr.add_argument("--diverge-above", type=float, default=None, metavar="LOSS",
                     help="an absolute divergence ceiling (inf: none) instead of the default "
                          "1e6 x each config's initial loss")
@@ -178,8 +181,8 @@ def _train(args, argv) -> int:
               "parameterization": args.parameterization, "seed": args.seed}
     options = {"loss": args.loss, "steps": args.steps, "log_every": args.log_every,
                "backend": args.backend, "dtype": args.dtype, "gram": GRAM_FLAG[args.gram]}
-    options.update({k: getattr(args, k) for k in ("target", "diverge_above", "diverge_factor")
-                    if getattr(args, k) is not None})
+    options.update({k: getattr(args, k) for k in ("target", "target_gap", "diverge_above",
+                                                  "diverge_factor") if getattr(args, k) is not None})
     if args.sweep:
         sweep = _read_toml(args.sweep)
         for table in ("grid", "train"):
@@ -263,12 +266,20 @@ def _check_options(options, args):
 
 
 def _check_target_option(options):
-    """[train] target / --target: a loss level (a number)."""
+    """[train] target / --target: a loss level (a number); target_gap / --target-gap: relative
+    to L*, made gl.rel(gap) here (train() resolves it per loss)."""
+    from .targets import rel
     value = options.get("target")
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"target must be a number (a loss level), got {value!r}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        hint = "; for a target relative to L* use target_gap = 0.01 (--target-gap 0.01: " \
+               "within 1 %)" if isinstance(value, str) else ""
+        raise ValueError(f"target must be a number (a loss level), got {value!r}{hint}")
+    gap = options.pop("target_gap", None)
+    if gap is not None:
+        if value is not None:
+            raise ValueError("give target (a loss level) or target_gap (relative to L*), "
+                             "not both")
+        options["target"] = rel(gap)           # a ValueError naming gl.rel's rule if bad
 
 
 def _run_training(X, y, configs, options, args):
@@ -361,23 +372,37 @@ def _finish(res, wall, X, y, configs, options, args):
         more = f" and {len(diverged) - 5} more (see table.csv)" if len(diverged) > 5 else ""
         print(f"diverged: {len(diverged)} of {n} configs: {shown}{more}")
     idx, rule = _best_per_group(res, warn=True)
+    targeted = res.steps_to_target is not None
+    speed = {}
+    if targeted and any(c.depth == 1 for c in configs) and len({c.depth for c in configs}) > 1:
+        from .measures import speedups       # the same best_indices, in the same order
+        speed = dict(zip(idx, (r["text"] for r in speedups(res, {"depth": 1}, "reach_and_stay",
+                                                             None, opt))))
+    stay = res.steps_to(stay=True, optimal=opt) if targeted else None
     print(f"best lr per model (by {rule}; loss.png draws these):")
+    head = f"  {'model':<36s} {'lr':<9s} {'final L - L*':>12s}"
+    if targeted:
+        head += f"  {'stays at target from':>20s}" + ("  speed-up vs depth 1" if speed else "")
+    print(head)
     for i in idx:
         cfg = configs[i]
         model = cfg.describe().replace(f", lr {cfg.lr:g}", "")
-        line = f"  {model:<36s} lr {cfg.lr:<8g} final loss - L* = {res.final_loss[i] - opt[i]:.4g}"
-        if res.steps_to_target is not None:
-            s = res.steps_to_target[i]
-            line += f", steps to target {int(s) if s >= 0 else 'never'}"
+        line = f"  {model:<36s} {cfg.lr:<9g} {res.final_loss[i] - opt[i]:>12.4g}"
+        if targeted:
+            line += f"  {'never' if np.isnan(stay[i]) else f'step {int(stay[i])}':>20s}"
+            if speed:
+                line += f"  {speed[i]:>20s}"
         print(line)
 
 
 def _best_per_group(res, warn=False):
     """(positions of the best config of each model, the rule's name): with a target, the fewest
-    steps to it; else the lowest final loss.  warn: the lr-at-the-grid-edge warning."""
+    steps to reach it and stay below it (analysis "reach_and_stay"); else the lowest final
+    loss.  warn: the lr-at-the-grid-edge warning."""
     if res.steps_to_target is not None:
-        return res.best_indices(by="steps_to_target", warn=warn), "steps to the target"
-    return res.best_indices(by="final_loss", warn=warn), "final loss"
+        return res.best_indices(by="reach_and_stay", warn=warn), "steps to reach and stay at " \
+                                                                  "the target"
+    return res.best_indices(by="final", warn=warn), "final loss"
 
 
 def _read_toml(path):

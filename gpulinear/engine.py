@@ -19,12 +19,14 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import advice, interrupt, memory
+from . import targets as relative_targets
 from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int
 from .data import check_data
 from .gram import GramL2, use_gram
 from .losses import check_targets_for, config_loss, get_loss
 from .plan import record_steps, segment_ends
+from .analysis import DIVERGE_FACTOR     # default ceiling: x a config's own loss at step 0
 from .progress import StepProgress
 from .result import Result
 
@@ -44,8 +46,9 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     DIVERGE_FACTOR (1e6) x the config's own loss at step 0 (`diverge_factor=` another factor);
     `diverge_above=L` an absolute loss level instead (math.inf: no ceiling, non-finite only).
     A finite 1e287 is a diverged run, and flagging it keeps plots and tables finite.
-    `target` (a float, or one per config) gives `steps_to_target`, the first step whose loss is
-    <= target; with stop_at_target=True training ends at the first log point where every live
+    `target` (a float, one per config, gl.rel(gap) = L* + gap |L*| of each config's loss, or a
+    dict {loss: either}; gpulinear.targets) gives `steps_to_target`, the first step whose loss
+    is <= target (meta["optimal_loss"] then holds L* per loss); with stop_at_target=True training ends at the first log point where every live
     config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (a resumed
     run equals an uninterrupted one exactly), also to more steps than a finished run had; an
@@ -72,6 +75,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     which = resolve_backend(backend)
     X64, Y64 = check_data(X, y)
     diverge_above, diverge_factor = check_ceiling(diverge_above, diverge_factor)
+    target, lstars, target_rule = relative_targets.resolve(target, configs, loss, X64, Y64)
     targets = _check_target(target, len(configs))
     gram_on = use_gram(gram, *X64.shape)
     for cfg in configs:
@@ -96,12 +100,13 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         parts = [(list(range(c.start, c.stop)),
                   train(X64, Y64, configs[c], target=None if targets is None else targets[c],
                         **kw)) for c in chunks]
-        return Result.concat(parts, len(configs))
+        return _target_meta(Result.concat(parts, len(configs)), lstars, target_rule)
     lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
     try:
-        return _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
+        return _target_meta(_train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
                            diverge_above, stop_at_target, progress, which, fused, checkpoint,
-                           checkpoint_every, resume, overwrite, gram_on, diverge_factor)
+                           checkpoint_every, resume, overwrite, gram_on, diverge_factor),
+                            lstars, target_rule)
     finally:
         if lock is not None:
             lock.release()
@@ -186,7 +191,15 @@ def _result(step, configs, rec, targets, meta) -> Result:
                   target=targets, meta={**meta, **getattr(step, "meta", {})})   # step's: at the end
 
 
-DIVERGE_FACTOR = 1e6     # default ceiling: this many times a config's own loss at step 0
+def _target_meta(result, lstars, rule):
+    """A relative target's L* per loss and its rule in the Result's meta."""
+    if rule is not None:
+        result.meta["target_rule"] = rule
+    if lstars:
+        result.meta["optimal_loss"] = dict(lstars)
+    return result
+
+
 
 
 def check_ceiling(diverge_above, diverge_factor):

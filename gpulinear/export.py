@@ -81,6 +81,12 @@ def config_columns(result) -> dict:
             else np.full(n, np.nan)
         cols["steps_to_target"] = never_nan(result.steps_to_target)
         cols["reached"] = result.steps_to_target >= 0
+        from .measures import steps_to
+        opt = optimal_per_config(result)
+        # reach-and-stay (analysis.steps_to, at the recorded steps): the first record from which
+        # the loss stays <= the target to the end; L* only shifts both sides (0 where unknown)
+        cols["steps_to_target_stay"] = steps_to(result, None, True,
+                                                0.0 if opt is None else opt)
     return cols
 
 

@@ -329,13 +329,17 @@ def test_cli_grid_order_table_and_best_figure(tmp_path, capsys):
     for r, s in zip(rows, res.steps_to_target):
         assert r["steps_to_target"] == ("" if s < 0 else str(s))
     text = capsys.readouterr().out
-    assert "best lr per model (by steps to the target" in text
-    assert text.count(" lr 0.001") + text.count(" lr 0.0001") == 2   # one line per depth
+    assert "best lr per model (by steps to reach and stay at the target" in text
+    assert "speed-up vs depth 1" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("  depth ")]
+    assert [ln.split()[:2] for ln in lines] == [["depth", "1"], ["depth", "2"]]
     assert (out / "loss.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("toml, match", [
-    ('[train]\ntarget = "1.01*optimal"\n', r"train --target: target must be a number"),
+    ('[train]\ntarget = "1.01*optimal"\n', r"train --target: target must be a number .*"
+                                            r"target_gap = 0.01"),
+    ('[train]\ntarget_gap = -1\n', r"train --target: gl.rel\(gap\): gap must be a number > 0"),
     ('[grid]\nlr = ["fast"]\n', r"\[grid\]: lr must be a finite number > 0, got 'fast'"),
     ('[train]\ndiverge_above = -1\n', r"--diverge-above: diverge_above must be a loss level"),
     ('[train]\nsteps = "many"\n', r"train --steps: steps must be an int"),
@@ -351,3 +355,57 @@ def test_cli_sweep_values_fail_in_one_line_naming_the_key(tmp_path, capsys, toml
     assert "\n" not in err
     import re
     assert re.search(match, err), err
+
+
+# -- analysis through the Result (gpulinear.analysis decides) -------------------------------------
+
+def _hand_result(loss, lrs=None, depths=None, target=None, lstar=0.0):
+    n, r = np.shape(loss)
+    depths = depths or [1] * n
+    lrs = lrs or [1e-3 * (i + 1) for i in range(n)]
+    return gl.Result(configs=[gl.Config(depth=d, lr=lr) for d, lr in zip(depths, lrs)],
+                     steps=np.arange(r) * 10, loss=np.asarray(loss, dtype=float),
+                     diverged_at=np.full(n, -1), end_to_end=np.zeros((n, 1, 2)),
+                     steps_to_target=None if target is None else np.full(n, -1),
+                     target=None if target is None else np.full(n, target),
+                     meta={"loss": "l2", "optimal_loss": {"l2": lstar}})
+
+
+def test_reach_and_stay_is_not_first_touched():
+    """The issue's case: a run that touches the target, bounces and ends above it."""
+    bounce = [2.0, 1.5, 1.005, 1.2, 1.09, 1.09]          # touches 1.01 x L* at step 20
+    steady = [2.0, 1.6, 1.3, 1.02, 1.008, 1.004]          # reaches it at step 40 and stays
+    res = _hand_result([bounce, steady], lstar=1.0)
+    level = gl.rel(0.01)
+    np.testing.assert_array_equal(res.steps_to(level, stay=False), [20, 40])
+    np.testing.assert_array_equal(res.steps_to(level), [np.nan, 40])     # stay=True default
+    assert res.best(by="steps_to", level=level).configs[0].lr == 1e-3
+    assert res.best(by="reach_and_stay", level=level).configs[0].lr == 2e-3
+    np.testing.assert_array_equal(res.gaps()[1], np.array(steady) - 1.0)
+
+
+def test_speedups_per_depth_against_depth_one():
+    base = [1.0, 0.5, 0.2, 0.05, 0.005, 0.001]      # reaches 0.01 from step 40
+    fast = [1.0, 0.2, 0.004, 0.002, 0.001, 0.001]   # from step 20
+    never = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    res = _hand_result([base, fast, never], depths=[1, 2, 3])
+    table = res.speedups(level=0.01)
+    assert list(table["depth"]) == [1, 2, 3]
+    np.testing.assert_allclose(table["speedup"][:2], [1.0, 2.0])
+    assert list(table["text"]) == ["1x", "2x", "<0.8x"]        # 40 / 50 steps: a bound
+    assert np.isnan(table["steps"][2])
+
+
+def test_rel_targets_per_loss_and_meta():
+    X, y = gl.datasets.synthetic_regression(100, 4, seed=1)
+    cfgs = gl.grid(loss=["l2", "l4"], lr=[1e-2, 1e-1])
+    res = gl.train(X, y, cfgs, steps=100, target=gl.rel(0.05))
+    lstar = {name: gl.optimal_loss(X, y, name) for name in ("l2", "l4")}
+    assert res.meta["optimal_loss"] == pytest.approx(lstar, rel=1e-12)
+    np.testing.assert_allclose(res.target, [lstar["l2"] * 1.05] * 2 + [lstar["l4"] * 1.05] * 2)
+    mixed = gl.train(X, y, cfgs, steps=10, target={"l2": gl.rel(0.05), "l4": 0.5})
+    np.testing.assert_allclose(mixed.target[2:], 0.5)
+    with pytest.raises(ValueError, match=r"no entry for loss\(es\) \['l4'\]"):
+        gl.train(X, y, cfgs, steps=1, target={"l2": gl.rel(0.05)})
+    with pytest.raises(ValueError, match=r"gl.rel\(gap\): gap must be a number > 0"):
+        gl.rel(0)
