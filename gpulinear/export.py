@@ -194,11 +194,12 @@ def summary(result, best_rows=8) -> str:
     steps = result.steps
     head = (f"Result: {n} configs x {r} records (steps {int(steps[0]) if r else 0}.."
             f"{int(steps[-1]) if r else 0})")
-    where = ", ".join(str(m[k]) for k in ("loss", "backend", "dtype") if m.get(k))
+    swept = swept_fields(result)
+    where = ", ".join(str(m[k]) for k in ("loss", "backend", "dtype")
+                      if m.get(k) and not (k == "loss" and "loss" in swept))
     lines = [head + (f", {where}" if where else "")]
     if m.get("data") is not None:
         lines.append(f"  data: {m['data']} (preprocess: {m.get('preprocess', 'as given')})")
-    swept = swept_fields(result)
     if swept:
         lines.append("  swept: " + "; ".join(
             f"{name} {_values([field_value(result, c, name) for c in result.configs])}"

@@ -409,3 +409,9 @@ def test_rel_targets_per_loss_and_meta():
         gl.train(X, y, cfgs, steps=1, target={"l2": gl.rel(0.05)})
     with pytest.raises(ValueError, match=r"gl.rel\(gap\): gap must be a number > 0"):
         gl.rel(0)
+
+
+def test_grid_sweeps_a_tuple_such_as_lr_grid_but_not_a_width_tuple():
+    cfgs = gl.grid(depth=[1, 2], lr=gl.LR_GRID)         # the README's line
+    assert len(cfgs) == 2 * len(gl.LR_GRID) and cfgs[1].lr == gl.LR_GRID[1]
+    assert [c.widths for c in gl.grid(depth=3, width=(4, 2))] == [(4, 2)]
