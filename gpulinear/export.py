@@ -1,7 +1,7 @@
 """A Result in the ecosystem: labelled arrays (xarray), tables (pandas), and a one-screen summary.
 
     to_xarray(result, unstack=False)   Dataset: loss(config, step) with every swept Config field
-                                       as a coordinate of `config`; diverged, diverged_at,
+                                       as a coordinate of `config` (field `loss`: `loss_fn`); diverged, diverged_at,
                                        steps_to_target (NaN: never), final/best loss and the
                                        end-to-end matrices as variables; meta as attrs (JSON
                                        strings where netCDF cannot hold the value).
@@ -24,6 +24,8 @@ import numpy as np
 
 from .config import Config
 
+# the Config field `loss` is the coordinate `loss_fn` (the variable `loss` holds the curves)
+COORD = {"loss": "loss_fn"}
 # Config fields in the order a table shows them; `label` is presentation only
 FIELDS = [f.name for f in dataclasses.fields(Config) if f.name != "label"]
 
@@ -47,13 +49,15 @@ def field_value(result, cfg, name):
 
 
 def swept_fields(result) -> list:
-    """Config fields that differ between the configs of `result` (the grid's axes)."""
+    """Config fields that differ between the configs of `result` (the grid's axes), slowest
+    varying first: for a gl.grid, the order its fields were given in."""
     out = []
     for name in FIELDS:
-        values = {_key(field_value(result, c, name)) for c in result.configs}
-        if len(values) > 1:
-            out.append(name)
-    return out
+        values = [_key(field_value(result, c, name)) for c in result.configs]
+        if len(set(values)) > 1:
+            changes = sum(a != b for a, b in zip(values, values[1:]))
+            out.append((changes, len(out), name))
+    return [name for _, _, name in sorted(out)]
 
 
 def _key(v):
@@ -149,7 +153,8 @@ def to_xarray(result, unstack=False):
     coords = {"config": np.arange(n), "step": np.asarray(result.steps)}
     for name in swept:
         values = cols[name]
-        coords[name] = ("config", np.asarray(["none" if v is None else v for v in values]))
+        coords[COORD.get(name, name)] = ("config", np.asarray(["none" if v is None else v
+                                                                for v in values]))
     coords["label"] = ("config", np.asarray(cols["label"]))
     data = {"loss": (("config", "step"), np.asarray(result.loss, dtype=np.float64),
                      {"long_name": "training loss", "loss": str(result.meta.get("loss"))}),
@@ -171,8 +176,9 @@ def to_xarray(result, unstack=False):
     attrs["swept_config_fields"] = _attr(swept)
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     if unstack and swept:
-        ds = ds.drop_vars("label").set_index(config=swept).unstack("config")
-        ds = ds.transpose(*swept, "step", ...)
+        dims = [COORD.get(name, name) for name in swept]
+        ds = ds.drop_vars("label").set_index(config=dims).unstack("config")
+        ds = ds.transpose(*dims, "step", ...)
     return ds
 
 

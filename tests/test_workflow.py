@@ -193,7 +193,7 @@ def test_repr_fits_one_screen_and_html_has_a_figure(grid_result):
     text = repr(grid_result)
     assert text.startswith("Result: 24 configs x 7 records")
     assert len(text.splitlines()) <= 24 and max(map(len, text.splitlines())) <= 100
-    assert "swept: depth [1, 2, 3]; lr [0.001, 0.01, 0.1, 10]" in text
+    assert "swept: depth [1, 2, 3]; init [identity, normal]; lr [0.001, 0.01, 0.1, 10]" in text
     assert f"diverged: {int(grid_result.diverged.sum())} of 24" in text
     html = grid_result._repr_html_()
     assert "<pre>" in html and "data:image/png;base64," in html
@@ -222,7 +222,7 @@ def test_long_format(grid_result):
     pytest.importorskip("pandas")
     long = grid_result.to_pandas(long=True)
     assert len(long) == 24 * 7
-    assert list(long.columns[:5]) == ["config", "depth", "lr", "init", "step"]
+    assert list(long.columns[:5]) == ["config", "depth", "init", "lr", "step"]   # grid order
     one = long[long.config == 5]
     np.testing.assert_array_equal(one["loss"], grid_result.loss[5])
     np.testing.assert_array_equal(one["step"], grid_result.steps)
@@ -242,7 +242,7 @@ def test_to_xarray_labels_every_swept_field_and_round_trips(grid_result, tmp_pat
     assert np.isnan(ds.steps_to_target.values[grid_result.steps_to_target < 0]).all()
     assert ds.attrs["loss"] == "l4" and "depth" in ds.attrs["swept_config_fields"]
     cube = grid_result.to_xarray(unstack=True)
-    assert cube.loss.dims == ("depth", "lr", "init", "step")
+    assert cube.loss.dims == ("depth", "init", "lr", "step")
     np.testing.assert_array_equal(cube.loss.sel(depth=2, lr=0.1, init="identity").values,
                                   grid_result.loss[i])
     path = tmp_path / "r.nc"
@@ -415,3 +415,14 @@ def test_grid_sweeps_a_tuple_such_as_lr_grid_but_not_a_width_tuple():
     cfgs = gl.grid(depth=[1, 2], lr=gl.LR_GRID)         # the README's line
     assert len(cfgs) == 2 * len(gl.LR_GRID) and cfgs[1].lr == gl.LR_GRID[1]
     assert [c.widths for c in gl.grid(depth=3, width=(4, 2))] == [(4, 2)]
+
+
+def test_to_xarray_with_loss_swept():
+    pytest.importorskip("xarray")
+    X, y = gl.datasets.synthetic_regression(60, 3, seed=0)
+    res = gl.train(X, y, gl.grid(loss=["l2", "l4"], depth=[1, 2]), steps=5)
+    ds = res.to_xarray()
+    assert ds.loss.dims == ("config", "step") and list(ds.loss_fn.values) == ["l2"] * 2 + ["l4"] * 2
+    cube = res.to_xarray(unstack=True)
+    assert cube.loss.dims == ("loss_fn", "depth", "step")
+    np.testing.assert_array_equal(cube.loss.sel(loss_fn="l4", depth=2).values, res.loss[3])
