@@ -112,6 +112,11 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
             "config of the call has reached the target, which no shard can see; run without it "
             "(steps_to_target is still recorded with target=)")
     kwargs.pop("stop_at_target", None)
+    # a relative target (gl.rel, or a dict per loss) becomes levels here, on the whole data: a
+    # shard (or the dry run below, on two rows) must not solve for L* on its own
+    from .targets import resolve
+    kwargs["target"], lstars, target_rule = resolve(kwargs.get("target"), configs,
+                                                    kwargs.get("loss", "l2"), X64, Y64)
     targets = None
     if kwargs.get("target") is not None and np.ndim(kwargs["target"]) > 0:
         targets = _check_target(kwargs["target"], len(configs))          # one per config: sliced
@@ -154,6 +159,8 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
     resumed = {i: res.meta.pop("resumed_from") for i, res in enumerate(results)}
     merged = merge_results(list(zip(shards, results)), len(configs))
     merged.meta.update(shards=len(shards), resumed={i: t for i, t in resumed.items() if t > 0})
+    if target_rule is not None:
+        merged.meta.update(target_rule=target_rule, optimal_loss=dict(lstars or {}))
     return merged
 
 
