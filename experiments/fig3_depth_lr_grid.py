@@ -16,7 +16,7 @@ import numpy as np
 import gpulinear as gl
 from gpulinear import analysis, protocol
 from gpulinear.lrsearch import RESOLUTIONS, lr_search
-from gpulinear.report import finish_figure, fmt, optimal_losses, save_json, timed_train
+from gpulinear.report import finish_figure, optimal_losses, save_json, timed_train
 
 NAME = "fig3"
 TITLE = "Depth 1/2/3 on Ethanol with the lr grid: l2 slightly slower, l4 accelerated (Fig 3)"
@@ -98,13 +98,8 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         _plot(search, lstar, out / fig, f"Ethanol ({label}), best lr per depth (refined, rule a), "
                                          f"seed {seed}")
         data["figures"].append(fig)
-    for loss, text in CLAIMS.items():
-        data["claims"].append(protocol.claim_record(
-            text, variants["refined"][loss], AXES, " || ".join(lines[loss]),
-            grid_variants=variants["grid"][loss], mode=mode,
-            needs="the paper's 100,000 steps (--full)"))
-    data["evidence"] = [f"{c['claim']}: {c['verdict']} ({c['reason']}); on the paper's grid "
-                        f"alone: {c['grid_verdict']}." for c in data["claims"]]
+    data["claims"], data["evidence"] = protocol.variant_claims(
+        CLAIMS, variants, lines, AXES, mode, needs="the paper's 100,000 steps (--full)")
     data["setup"] = (f"GD, N(0, 0.01^2) init, width 1, depths 1/2/3, l2 and l4; data "
                      f"{[protocol.data_label(*d) for d in m['data']]}; lr grid {list(m['lrs'])} "
                      f"then refined around every rule's pick (9 lrs per decade, best lr known to "
@@ -124,16 +119,9 @@ def _measured(label, search, rec, loss, seeds) -> str:
         sm = rec["speedups"][f"refined {rule} {loss}"]
         gm = rec["speedups"][f"grid {rule} {loss}"]
         parts.append(f"rule {protocol.RULE_LABELS[rule][0]}: lrs d1/d2/d3 {lrs} (grid {grid}), "
-                     f"speed-up d2 {_spread(sm[2])}, d3 {_spread(sm[3])} (grid: "
-                     f"{_spread(gm[2])}, {_spread(gm[3])})")
+                     f"speed-up d2 {protocol.spread(sm[2])}, d3 {protocol.spread(sm[3])} (grid: "
+                     f"{protocol.spread(gm[2])}, {protocol.spread(gm[3])})")
     return f"[{label}, {len(seeds)} seed(s)] " + "; ".join(parts)
-
-
-def _spread(values) -> str:
-    v = [x for x in values if np.isfinite(x)]
-    if not v:
-        return "n/a"
-    return f"{np.median(v):.2g}x" + (f" ({min(v):.2g}-{max(v):.2g})" if len(v) > 1 else "")
 
 
 def _plot(search, lstar, path, title):

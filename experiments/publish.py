@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import shutil
 import sys
 import time
@@ -78,6 +77,8 @@ def publish(src: Path, dest: Path) -> int:
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     claims = {}
+    if (src / "robustness.png").exists():
+        shutil.copy2(src / "robustness.png", dest / "robustness.png")
     for name in EXPERIMENTS:
         folder = src / name
         if not folder.is_dir():
@@ -108,15 +109,18 @@ def readme_block(dest: Path, claims: dict, root: Path) -> str:
     rel = dest.resolve().relative_to(root.resolve()) if dest.resolve().is_relative_to(
         root.resolve()) else dest
     rows = [README_START, "", f"Paper-length verdicts ([full report]({rel}/REPORT.md)):", "",
-            "| experiment | setting | claim (paper) | verdict |", "|---|---|---|---|"]
+            "| experiment | claim (paper) | verdict | robustness: variants holding | why |",
+            "|---|---|---|---|---|"]
     for name, items in claims.items():
         for c in items:
             text = str(c["claim"]).replace("|", "\\|")
-            # the data preprocessing (Figs 3, 4-left run all three) leads the measured text
-            setting = re.match(r"\[([a-z-]+)[,\]]", str(c.get("measured", "")))
-            rows.append(f"| {name} | {setting.group(1) if setting else ''} | "
-                        f"{text[:110] + ('...' if len(text) > 110 else '')} | "
-                        f"**{c['verdict']}** |")
+            v = c.get("variants") or {}
+            held = f"{sum(x == 'holds' for x in v.values())} of {len(v)}" if v else "-"
+            why = str(c.get("reason", "")).replace("|", "\\|")
+            rows.append(f"| {name} | {text[:110] + ('...' if len(text) > 110 else '')} | "
+                        f"**{c['verdict']}** | {held} | {why[:160]} |")
+    if (dest / "robustness.png").exists():
+        rows += ["", f"![Verdict per claim and variant]({rel}/robustness.png)"]
     if (dest / "fig3" / "fig3.png").exists():
         rows += ["", f"![Fig 3 at paper length]({rel}/fig3/fig3.png)"]
     return "\n".join(rows + ["", README_END])

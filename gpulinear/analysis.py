@@ -269,19 +269,33 @@ def level_step_ratios(steps, a, b, n_levels=8, fraction=ESCAPE):
     return levels, ratio
 
 
-def agreement_after_drop(a, b, knee=2.0):
-    """Largest relative difference |a - b| / min(a, b) over the records where BOTH curves (r,)
-    are past their drop: within `knee` x their own final gap.  A curve that diverged gives inf;
-    two curves that agree except for when they drop read as agreeing (the drop is excluded)."""
+def agreement_after_drop(a, b, knee=2.0, fraction=ESCAPE):
+    """How far two curves (r,) differ after their escapes: each is shifted to its own escape
+    (first record below `fraction` x its start, so an escape-time difference is not counted
+    here: it is reported apart), then the largest relative difference |a - b| / min(a, b) is
+    taken over the aligned records where BOTH are past their drop (within `knee` x their own
+    final gap, from there on).  Excluding the drop makes a sub-record offset during a steep fall
+    read as agreement.  inf if either curve never escaped or diverged.  Records must be evenly
+    spaced (train()'s log_every; the last, possibly off-spacing record is left out)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if not (np.isfinite(a[-1]) and np.isfinite(b[-1])):
         return float("inf")
-    past = (a <= knee * a[-1]) & (b <= knee * b[-1])
+    esc = []
+    for c in (a, b):
+        hit = c < fraction * c[0]
+        if not hit.any():
+            return float("inf")
+        esc.append(int(np.argmax(hit)))
+    n = min(len(a) - 1 - esc[0], len(b) - 1 - esc[1])
+    if n <= 0:
+        return float("inf")
+    sa, sb = a[esc[0]:esc[0] + n], b[esc[1]:esc[1] + n]
+    past = (sa <= knee * a[-1]) & (sb <= knee * b[-1])
     past = np.flip(np.logical_and.accumulate(np.flip(past)))   # from there to the end
     if not past.any():
         return float("inf")
-    lo = np.minimum(a[past], b[past])
-    return float(np.max(np.abs(a[past] - b[past]) / np.maximum(lo, np.finfo(float).tiny)))
+    lo = np.minimum(sa[past], sb[past])
+    return float(np.max(np.abs(sa[past] - sb[past]) / np.maximum(lo, np.finfo(float).tiny)))
 
 
 # -- robust verdicts over the readings the paper leaves open -------------------------------------

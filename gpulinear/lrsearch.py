@@ -43,6 +43,12 @@ class LRSearch:
     results: dict
     level: dict
     lrs: dict          # {key: sorted lrs tried (grid and refined)}
+    curves: dict       # {(key, lr): (r,) gap curve of seed 0}
+
+    def all_gaps(self, key):
+        """(lrs, (n_lrs, r) gaps) of every lr tried for model `key` on the first seed."""
+        lrs = self.lrs[key]
+        return lrs, np.stack([self.curves[(key, lr)] for lr in lrs])
 
     def gaps(self, resolution, rule, key):
         return self.choice[(resolution, rule, key)]["gaps"]
@@ -126,7 +132,8 @@ def lr_search(X, y, models: dict, lrs, steps: int, optimal, *, train=None, basel
             per.setdefault((k, lr), []).append(_gap(third, i, optimal))
         for (res, rule, k), c in choice.items():
             c["gaps"] = c["gaps"] + per[(k, c["lr"])]
-    return LRSearch(models, np.asarray(first.steps), choice, results, level_used, tried)
+    return LRSearch(models, np.asarray(first.steps), choice, results, level_used, tried,
+                    curves)
 
 
 def _gap(result, i, optimal):

@@ -84,6 +84,28 @@ def claim_record(claim: str, variants: dict, axes: tuple, measured: str, grid_va
     return out
 
 
+def variant_claims(texts: dict, variants: dict, lines: dict, axes: tuple, mode: str,
+                   needs: str) -> tuple[list, list]:
+    """(claims, evidence sentences) for claims judged per variant at both lr resolutions.
+
+    texts {key: the paper's words}; variants {"refined"/"grid": {key: {variant: verdict}}};
+    lines {key: [measured text per data variant]}."""
+    claims = [claim_record(text, variants["refined"][key], axes, " || ".join(lines[key]),
+                           grid_variants=variants["grid"][key], mode=mode, needs=needs)
+              for key, text in texts.items()]
+    evidence = [f"{c['claim']}: {c['verdict']} ({c['reason']}); on the paper's grid alone: "
+                f"{c['grid_verdict']}." for c in claims]
+    return claims, evidence
+
+
+def spread(values) -> str:
+    """'1.9x (1.7-2.2)' from per-seed speed-ups: median, then the range over seeds."""
+    v = [x for x in values if np.isfinite(x)]
+    if not v:
+        return "n/a"
+    return f"{np.median(v):.2g}x" + (f" ({min(v):.2g}-{max(v):.2g})" if len(v) > 1 else "")
+
+
 def _fmt_axis(value) -> str:
     if isinstance(value, float):
         return f"y x{value:g}"

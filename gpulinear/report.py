@@ -30,6 +30,7 @@ EXPERIMENTS = {
     "fig4_left": "fig4_left_adagrad_adadelta.py",
     "fig4_right": "fig4_right_adam.py",
     "fig5_left": "fig5_left_deeper_identity.py",
+    "atlas": "atlas.py",
     "sec3": "sec3_warmup.py",
     "sec7": "sec7_two_point.py",
     "theorem2": "theorem2_not_a_gradient.py",
@@ -156,11 +157,37 @@ def reproduce_main(args) -> int:
         sections.append((name, getattr(module, "TITLE", name), data, status, wall))
     if limit is not None:
         limit.unregister()
+    failed = any(s[3].startswith("failed") for s in sections)
+    sections = _with_earlier_runs(sections, out)
+    robustness_figure(sections, out / "robustness.png")
     report = _render(sections, quick, backend, tiny)
     (out / "REPORT.md").write_text(report)
     print(summary(sections, tiny))
     print(f"wrote {out / 'REPORT.md'}")
-    return 0 if all(not s[3].startswith("failed") for s in sections) else 1
+    return 1 if failed else 0
+
+
+def _with_earlier_runs(sections, out: Path) -> list:
+    """The sections just run, plus every other experiment whose JSON an earlier run left in
+    `out` (so `reproduce fig5_right --out DIR` updates one part of DIR's report), in report
+    order.  Their status names the JSON's date."""
+    ran = {s[0] for s in sections}
+    merged = []
+    for name in EXPERIMENTS:
+        if name in ran:
+            merged += [s for s in sections if s[0] == name]
+            continue
+        doc = out / name / f"{name}.json"
+        if doc.exists():
+            try:
+                data = json.loads(doc.read_text())
+            except (OSError, ValueError):
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(doc.stat().st_mtime))
+            wall = sum(t.get("wall_s", 0.0) for t in data.get("timings", []))
+            merged.append((name, experiment_title(name), data,
+                           f"ran earlier in this folder ({when}; training {wall:.0f} s)", wall))
+    return merged
 
 
 def experiment_title(name: str) -> str:
@@ -200,24 +227,96 @@ def _render(sections, quick, backend, tiny=False) -> str:
     lines = [f"# Reproducing Arora, Cohen & Hazan (ICML 2018) with gpulinear {__version__}", "",
              f"Mode: {'TINY smoke run (numbers mean nothing)' if tiny else 'quick (shortened runs; see each experiment)' if quick else 'full length'}; "
              f"backend: {backend}; date: {time.strftime('%Y-%m-%d %H:%M')}.", "",
-             "| experiment | claim (paper) | measured | verdict |", "|---|---|---|---|"]
+             "| experiment | claim (paper) | measured | verdict | why |", "|---|---|---|---|---|"]
     for name, title, data, status, wall in sections:
         claims = data.get("claims", [])
         if not claims:
-            lines.append(f"| {name} | {title} | {status} | - |")
+            lines.append(f"| {name} | {title} | {status} | - | |")
         for c in claims:
             lines.append(f"| {name} | {_cell(c['claim'])} | {_cell(c['measured'])} | "
-                         f"**{c['verdict']}** |")
-    lines += [""]
+                         f"**{c['verdict']}** | {_cell(c.get('reason', ''))} |")
+    lines += [""] + robustness_lines(sections)
     for name, title, data, status, wall in sections:
         lines += [f"## {name}: {title}", "", f"{status}, {wall:.0f} s."]
         if data.get("setup"):
             lines += ["", f"Setup: {data['setup']}"]
         lines += _evidence_lines(data)
+        if data.get("markdown"):
+            lines += [""] + list(data["markdown"])
         for fig in data.get("figures", []):
             lines += ["", f"![{name}]({name}/{fig})"]
         lines.append("")
     return "\n".join(lines)
+
+
+VERDICT_COLOURS = {"holds": "#4daf4a", "partly": "#ffd92f", "does not hold": "#e41a1c",
+                   NOT_TESTABLE: "#bdbdbd"}
+
+
+def robustness_lines(sections) -> list[str]:
+    """The robustness table: per claim judged under variants, its headline, how many variants
+    hold, and each variant's verdict (refined lr search; the paper grid's headline beside it)."""
+    rows = [(name, c) for name, _, data, _, _ in sections for c in data.get("claims", [])
+            if c.get("variants")]
+    if not rows:
+        return []
+    out = ["## Robustness: every claim under each reading the paper leaves open", "",
+           "Variants are the axes of gpulinear.protocol (data = feature scaling and target "
+           "scale; rule = how the best lr is picked; semantics = torch.optim or TensorFlow 1 "
+           "optimizer defaults; reading = where a stall is read). The headline says 'holds' or "
+           "'does not hold' only where every variant agrees.", "", "![robustness](robustness.png)", "",
+           "| experiment | claim | headline (refined lrs) | paper grid only | variants holding | "
+           "verdict per variant |", "|---|---|---|---|---|---|"]
+    for name, c in rows:
+        v = c["variants"]
+        per = "; ".join(f"{k}: {x}" for k, x in v.items())
+        out.append(f"| {name} | {_cell(c['claim'][:90])} | **{c['verdict']}** | "
+                   f"{c.get('grid_verdict', '-')} | {sum(x == 'holds' for x in v.values())} of "
+                   f"{len(v)} | {_cell(per)} |")
+    return out + [""]
+
+
+def robustness_figure(sections, path) -> bool:
+    """Claims as rows, their variants as columns, each cell coloured by its verdict."""
+    rows = [(name, c) for name, _, data, _, _ in sections for c in data.get("claims", [])
+            if c.get("variants")]
+    if not rows:
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch, Rectangle
+    width = max(len(c["variants"]) for _, c in rows)
+    fig, ax = plt.subplots(figsize=(5.5 + 0.5 * width, 1.2 + 0.5 * len(rows)))
+    for i, (name, c) in enumerate(rows):
+        for j, (label, v) in enumerate(c["variants"].items()):
+            ax.add_patch(Rectangle((j, i), 0.95, 0.9, color=VERDICT_COLOURS.get(v, "#984ea3")))
+            ax.text(j + 0.47, i + 0.45, _short(label), ha="center", va="center", fontsize=5)
+    ax.set_xlim(0, width)
+    ax.set_ylim(len(rows), 0)
+    ax.set_yticks([i + 0.45 for i in range(len(rows))])
+    ax.set_yticklabels([f"{name}: {c['claim'][:40]}...\n[{c['verdict']}]" for name, c in rows],
+                       fontsize=6)
+    ax.set_xticks([])
+    ax.legend(handles=[Patch(color=col, label=v) for v, col in VERDICT_COLOURS.items()],
+              fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=4)
+    ax.set_title("Verdict of each claim under each variant (refined lr search)\nCells: data "
+                 "(z/m = zscore/maxabs features, x1/x10 target), rule a/b/c, pt/tf = torch/TF 1",
+                 fontsize=6)
+    finish_figure(fig, path)
+    return True
+
+
+_SHORT = {"zscore, y x": "z x", "maxabs, y x": "m x", "a: mean log gap": "a", "b: final gap": "b",
+          "c: steps to baseline's end level": "c", "d: reach & stay": "d", "torch": "pt",
+          "tf1": "tf", "earliest over live lrs": "any lr", "best lr, ": ""}
+
+
+def _short(label: str) -> str:
+    """A variant's label in a few characters for the figure's cells, one axis a line."""
+    for long, short in _SHORT.items():
+        label = label.replace(long, short)
+    return label.replace(", ", "\n")
 
 
 def _evidence_lines(data) -> list[str]:
