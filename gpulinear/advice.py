@@ -6,6 +6,7 @@ category=gl.ScienceWarning)` silences them) that names what happens and the fix:
                                            size: the product of "identities" keeps only the first
                                            r input features, W_e starts as ones on features 0..r-1
     unreachable_target(targets, configs, loss, X, Y)   an absolute target below L*
+    feature_scales(X)                      feature standard deviations spanning > SCALE_WARN
     lr_at_edge(result, chosen, group)      the best lr of a group is the largest (or smallest)
                                            of its grid: the optimum may lie outside it
 """
@@ -22,6 +23,23 @@ class ScienceWarning(UserWarning):
 
 def _warn(message, stacklevel=4):
     warnings.warn(message, ScienceWarning, stacklevel=stacklevel)
+
+
+SCALE_WARN = 1e3     # feature standard deviations spanning more than this factor
+
+
+def feature_scales(X):
+    """Warn when the features' standard deviations span more than SCALE_WARN: one lr for all
+    of them is then set by the largest, and the small ones barely move (the depth comparison
+    measures the scaling as much as the depth)."""
+    std = np.asarray(X, dtype=np.float64).std(axis=0)
+    std = std[std > 0]
+    if len(std) < 2 or std.max() <= SCALE_WARN * std.min():
+        return
+    _warn(f"the features' standard deviations span {std.max() / std.min():.2g}x ({std.min():.3g} "
+          f"to {std.max():.3g}): one learning rate must suit the largest, and conclusions about "
+          "depth then depend on the scaling; standardize them (gl.datasets.load_csv(..., "
+          "preprocess='zscore'), `gpulinear train --preprocess zscore`) or say why not")
 
 
 def identity_init(configs, d, k):

@@ -81,6 +81,7 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     for cfg in configs:
         check_targets_for(config_loss(cfg, loss), Y64)
     advice.identity_init(configs, *X64.shape[1:], Y64.shape[1])
+    advice.feature_scales(X64)
     advice.unreachable_target(targets, configs, loss, X64, Y64)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")

@@ -172,6 +172,8 @@ def to_xarray(result, unstack=False):
     fixed = {name: field_value(result, result.configs[0], name) for name in FIELDS
              if name not in swept}
     attrs = {k: _attr(v) for k, v in result.meta.items() if v is not None}
+    if "loss" in swept:             # train()'s default, not what each config used (loss_fn)
+        attrs.pop("loss", None)
     attrs["fixed_config_fields"] = _attr(fixed)
     attrs["swept_config_fields"] = _attr(swept)
     ds = xr.Dataset(data, coords=coords, attrs=attrs)

@@ -426,3 +426,17 @@ def test_to_xarray_with_loss_swept():
     cube = res.to_xarray(unstack=True)
     assert cube.loss.dims == ("loss_fn", "depth", "step")
     np.testing.assert_array_equal(cube.loss.sel(loss_fn="l4", depth=2).values, res.loss[3])
+
+
+def test_features_of_very_different_scales_warn(tmp_path):
+    X, y = _table()                                   # stds ~1, 100, 0.01: 1e4 apart
+    with pytest.warns(gl.ScienceWarning,
+                      match=r"standard deviations span 9.8e\+03x \(0.0083 to 81.8\).*zscore"):
+        gl.train(X, y, gl.Config(), steps=1)
+    path = tmp_path / "d.csv"
+    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
+    Xz, yz = gl.datasets.load_csv(path, preprocess="zscore")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gl.train(Xz, yz, gl.Config(), steps=1)

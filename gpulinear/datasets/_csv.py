@@ -5,8 +5,8 @@
 Nothing is changed unless asked: preprocess="none" (the default) uses the numbers as given;
 "zscore" centres each feature and divides it by its standard deviation (a constant feature is
 only centred), the target stays as given.  One learning rate across features of very different
-scales is usually a poor study: `gl.train` warns when the feature scales span more than
-SCALE_WARN (gpulinear.warn).
+scales is usually a poor study: `gl.train` warns when the features' standard deviations span
+more than gpulinear.advice.SCALE_WARN (1e3).
 """
 from __future__ import annotations
 
