@@ -181,8 +181,8 @@ def _train(args, argv) -> int:
               "parameterization": args.parameterization, "seed": args.seed}
     options = {"loss": args.loss, "steps": args.steps, "log_every": args.log_every,
                "backend": args.backend, "dtype": args.dtype, "gram": GRAM_FLAG[args.gram]}
-    options.update({k: getattr(args, k) for k in ("target", "target_gap", "diverge_above",
-                                                  "diverge_factor") if getattr(args, k) is not None})
+    flags = ("target", "target_gap", "diverge_above", "diverge_factor")
+    options.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
     if args.sweep:
         sweep = _read_toml(args.sweep)
         for table in ("grid", "train"):

@@ -48,8 +48,8 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     A finite 1e287 is a diverged run, and flagging it keeps plots and tables finite.
     `target` (a float, one per config, gl.rel(gap) = L* + gap |L*| of each config's loss, or a
     dict {loss: either}; gpulinear.targets) gives `steps_to_target`, the first step whose loss
-    is <= target (meta["optimal_loss"] then holds L* per loss); with stop_at_target=True training ends at the first log point where every live
-    config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
+    is <= target (meta["optimal_loss"] then holds L* per loss); with stop_at_target=True
+    training ends at the first log point where every live config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (a resumed
     run equals an uninterrupted one exactly), also to more steps than a finished run had; an
     existing checkpoint is replaced only with overwrite=True, and one in use by another live
@@ -104,10 +104,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
         return _target_meta(Result.concat(parts, len(configs)), lstars, target_rule)
     lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
     try:
-        return _target_meta(_train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
-                           diverge_above, stop_at_target, progress, which, fused, checkpoint,
-                           checkpoint_every, resume, overwrite, gram_on, diverge_factor),
-                            lstars, target_rule)
+        result = _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
+                             diverge_above, stop_at_target, progress, which, fused, checkpoint,
+                             checkpoint_every, resume, overwrite, gram_on, diverge_factor)
+        return _target_meta(result, lstars, target_rule)
     finally:
         if lock is not None:
             lock.release()

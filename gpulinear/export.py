@@ -1,7 +1,8 @@
 """A Result in the ecosystem: labelled arrays (xarray), tables (pandas), and a one-screen summary.
 
     to_xarray(result, unstack=False)   Dataset: loss(config, step) with every swept Config field
-                                       as a coordinate of `config` (field `loss`: `loss_fn`); diverged, diverged_at,
+                                       as a coordinate of `config` (field `loss`: `loss_fn`);
+                                       diverged, diverged_at,
                                        steps_to_target (NaN: never), final/best loss and the
                                        end-to-end matrices as variables; meta as attrs (JSON
                                        strings where netCDF cannot hold the value).

@@ -209,7 +209,8 @@ def test_table_is_always_a_dataframe_with_nan_for_never(grid_result):
     assert isinstance(df, pd.DataFrame) and len(df) == 24
     never = grid_result.steps_to_target < 0
     assert never.any() and df["steps_to_target"][never].isna().all()
-    np.testing.assert_array_equal(df["steps_to_target"][~never], grid_result.steps_to_target[~never])
+    np.testing.assert_array_equal(df["steps_to_target"][~never],
+                                  grid_result.steps_to_target[~never])
     assert (df["reached"] == ~never).all()
     assert df["diverged_at"].isna().sum() == (~grid_result.diverged).sum()
     assert (df["loss"] == "l4").all()              # the loss given to train(), not None

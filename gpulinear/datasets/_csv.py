@@ -87,7 +87,8 @@ def _from_file(path, header, delimiter):
         text = path.read_text()
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text (CSV) file") from None
-    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter) if any(f.strip() for f in r)]
+    rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter)
+            if any(f.strip() for f in r)]
     if not rows:
         raise ValueError(f"{path} is empty")
     has_header = header is True or (header == "auto" and not all(_is_number(f) for f in rows[0]))
