@@ -1,6 +1,6 @@
 """Copy a `gpulinear reproduce` output folder into the repository's published results.
 
-    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 gpulinear reproduce --full --out runs/full
+    OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 gpulinear reproduce --full --jobs 2 --out runs/full
     python experiments/publish.py runs/full results/paper-length
 
 Copies REPORT.md (with a header: the regenerating command, date, machine, versions), every PNG
@@ -25,7 +25,7 @@ README_END = "<!-- end of paper-length claims -->"
 RAW_KEYS = ("curves",)      # fig5_right's per-iteration batch losses: raw curves, not claims
 # One BLAS / torch thread: the estimate's rates are 1-thread rates, and on a shared 2-core CPU
 # 2 threads ran 10x slower (gpulinear.report.blas_threads_limit).
-COMMAND = ("OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 gpulinear reproduce --full --out {src} && "
+COMMAND = ("OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 gpulinear reproduce --full --jobs 2 --out {src} && "
            "python experiments/publish.py {src} {dest}")
 
 

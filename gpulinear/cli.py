@@ -33,6 +33,14 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"gpulinear: {exc}", file=sys.stderr)
         raise
+    except KeyboardInterrupt as exc:    # outside training, or a second signal: one line, 128+N
+        import signal
+
+        from .interrupt import exit_status, signal_name
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"gpulinear: interrupted by {signal_name(signum)}; what was not written yet is "
+              "lost", file=sys.stderr)
+        return exit_status(signum)
 
 
 def _main(argv) -> int:
@@ -86,12 +94,20 @@ def _main(argv) -> int:
     tr.add_argument("--no-progress", action="store_true")
     tr.add_argument("--checkpoint", metavar="FILE",
                     help="write the run state to FILE (.npz) every --checkpoint-every steps, at "
-                         "the end and on Ctrl-C, so that --resume can continue it")
+                         "the end and on Ctrl-C, SIGTERM or SIGHUP, so that --resume can "
+                         "continue it")
     tr.add_argument("--checkpoint-every", type=int, default=1000, metavar="N")
     tr.add_argument("--resume", action="store_true",
-                    help="continue --checkpoint (also to more --steps than it had)")
+                    help="continue --checkpoint, which must exist (also to more --steps than "
+                         "it had)")
+    tr.add_argument("--resume-or-start", action="store_true",
+                    help="continue --checkpoint if it exists, else start it (for a job script "
+                         "that a scheduler may requeue)")
     tr.add_argument("--overwrite", action="store_true",
-                    help="replace an existing --checkpoint of another or the same run")
+                    help="replace an existing --checkpoint, and a result already in --out")
+    tr.add_argument("--break-lock", action="store_true",
+                    help="take over --checkpoint's lock from a process known to be gone (one "
+                         "that ran on a machine that was lost)")
     where = tr.add_mutually_exclusive_group()   # either one: run the grid in shards on Dask
     where.add_argument("--scheduler", metavar="ADDRESS",
                        help="train on the Dask cluster at ADDRESS (tcp://host:8786), in shards")
@@ -106,6 +122,9 @@ def _main(argv) -> int:
     rp.add_argument("--backend", default="auto")
     rp.add_argument("--tiny", action="store_true", help="seconds-long smoke runs (CI)")
     rp.add_argument("--list", action="store_true", help="list the experiments and exit")
+    rp.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run experiments in N processes, one BLAS thread each (2 on a 2-core "
+                         "CPU halves the wall time; results are the same)")
 
     args = parser.parse_args(argv)
     import warnings
@@ -170,8 +189,11 @@ def _load_data(args):
     try:
         return datasets.load_csv(path, target=target, preprocess=args.preprocess)
     except (ValueError, TypeError) as exc:
-        flag = "--target-column" if str(exc).startswith("target") else "--data"
-        raise UsageError(f"{flag}: {exc}") from None
+        if str(exc).startswith("target"):
+            raise UsageError(f"--target-column: {exc}") from None
+        text = str(exc)           # "<path>: what is wrong" (or "<path>, line n: ...")
+        raise UsageError(f"--data {text}" if text.startswith(str(path))
+                         else f"--data {path}: {text}") from None
 
 
 def _train(args, argv) -> int:
@@ -214,6 +236,7 @@ def _train(args, argv) -> int:
         where = f"--sweep {args.sweep} [grid]" if args.sweep else "train"
         raise UsageError(f"{where}: {exc}") from None
     X, y = _load_data(args)
+    _check_run(X, y, configs, options, args)
     out = Path(args.out)
     from .checkpoint import check_writable
     try:     # fail before training, not after it
@@ -222,12 +245,93 @@ def _train(args, argv) -> int:
             check_writable(args.checkpoint, "--checkpoint")
     except OSError as exc:
         raise UsageError(str(exc)) from None
+    from .interrupt import deferred_signals, exit_status
     try:
         res, wall = _run_training(X, y, configs, options, args)
     except KeyboardInterrupt as exc:
         return _interrupted(exc, X, y, configs, options, args, argv)
-    _finish(res, wall, X, y, configs, options, args)
-    return 0
+    except OSError as exc:     # NotWritten: the checkpoint could be written nowhere
+        res = getattr(exc, "result", None)
+        if res is None:
+            raise
+        print(f"gpulinear train: {exc}", file=sys.stderr)
+        wall = 0.0
+    # a SIGTERM while the results are written waits for them (they are what it would lose)
+    with deferred_signals() as stop:
+        _finish(res, wall, X, y, configs, options, args)
+    return exit_status(stop.signum) if stop.requested else 0
+
+
+# the files `train` writes into --out
+OUT_FILES = ("result.npz", "result.json", "table.csv", "loss.png")
+
+
+def _check_run(X, y, configs, options, args):
+    """What can be refused before training: the data, the numbers of the sweep file, results
+    that --out would overwrite, a --checkpoint that is one of them, a --resume of nothing."""
+    from . import checkpoint as ckpt
+    from .config import check_real
+    from .data import check_data
+    try:
+        check_data(X, y)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--data {args.data}: {exc}") from None
+    for key in ("target",):      # diverge_above: _check_options (check_ceiling; inf allowed)
+        value = options.get(key)
+        try:
+            if isinstance(value, list):
+                if len(value) != len(configs):
+                    raise ValueError(f"{key}: a list needs one value per config ({len(configs)}), "
+                                     f"got {len(value)}")
+                for v in value:
+                    check_real(key, v)
+            elif value is not None:
+                check_real(key, value)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"train [train] {exc}") from None
+    out = Path(args.out)
+    ck = Path(args.checkpoint).resolve() if args.checkpoint else None
+    if ck is not None and ck.parent == out.resolve() and ck.name in OUT_FILES:
+        raise UsageError(f"--checkpoint {args.checkpoint} is the {ck.name} that train writes "
+                         "into --out at the end (a resume would find a result, not a "
+                         "checkpoint); give another file, e.g. "
+                         f"{out / 'checkpoint.npz'}")
+    if args.resume and args.resume_or_start:
+        raise UsageError("train: give --resume (the checkpoint must exist) or --resume-or-start "
+                         "(continue it if it exists), not both")
+    if args.resume_or_start and not args.checkpoint:
+        raise UsageError("train --resume-or-start needs --checkpoint FILE")
+    if args.resume and not ckpt.checkpoint_exists(args.checkpoint):
+        raise UsageError(f"train --resume: {args.checkpoint} does not exist, so there is nothing "
+                         "to resume; check the path, or use --resume-or-start to start it when "
+                         "it is missing")
+    args.resume = args.resume or (args.resume_or_start and ckpt.checkpoint_exists(
+        args.checkpoint))
+    existing = [name for name in OUT_FILES if (out / name).exists()]
+    if existing and not args.overwrite and not _same_run(out, args):
+        raise UsageError(f"--out {out} already holds {', '.join(existing)} of another run; give "
+                         "another --out, or --overwrite to replace them")
+    if args.break_lock:            # last: only a run that will start breaks a lock
+        if not args.checkpoint:
+            raise UsageError("train --break-lock needs --checkpoint FILE")
+        gone = ckpt.break_lock(args.checkpoint)
+        if gone:
+            print(f"gpulinear train: removed the lock of {args.checkpoint} (it said: {gone})",
+                  file=sys.stderr)
+
+
+def _same_run(out, args) -> bool:
+    """Whether --out holds the result of the run that --resume continues (written by it when
+    it was interrupted or finished): its meta names the same checkpoint file."""
+    if not args.resume:
+        return False
+    from .result import Result
+    try:
+        meta = Result.load(out / "result").meta
+    except (OSError, ValueError):
+        return False
+    named = meta.get("checkpoint")
+    return named is not None and Path(named).resolve() == Path(args.checkpoint).resolve()
 
 
 def _check_options(options, args):
@@ -270,7 +374,8 @@ def _check_target_option(options):
     to L*, made gl.rel(gap) here (train() resolves it per loss)."""
     from .targets import rel
     value = options.get("target")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if value is not None and not isinstance(value, list) \
+            and (isinstance(value, bool) or not isinstance(value, (int, float))):
         hint = "; for a target relative to L* use target_gap = 0.01 (--target-gap 0.01: " \
                "within 1 %)" if isinstance(value, str) else ""
         raise ValueError(f"target must be a number (a loss level), got {value!r}{hint}")
@@ -306,20 +411,33 @@ def _run_training(X, y, configs, options, args):
 
 
 def _interrupted(exc, X, y, configs, options, args, argv) -> int:
-    """Ctrl-C: save the partial result, say in one line where it is and how to resume; 130."""
-    from .interrupt import TrainingInterrupted
-    if not isinstance(exc, TrainingInterrupted):    # before training, or a second Ctrl-C
-        print("gpulinear train: interrupted; nothing was written", file=sys.stderr)
-        return 130
-    wrote, _ = _save_outputs(exc.result, X, y, configs, options, args, 0.0, plot=False)
+    """Ctrl-C, SIGTERM or SIGHUP: save the partial result, say in one line where it is and how
+    to resume; exit status 128 + the signal (130, 143, 129)."""
+    import shlex
+    import signal
+
+    from .interrupt import TrainingInterrupted, deferred_signals, exit_status, signal_name
+    signum = getattr(exc, "signum", signal.SIGINT)
+    if not isinstance(exc, TrainingInterrupted):    # before training, or a second signal
+        print(f"gpulinear train: interrupted by {signal_name(signum)}; nothing was written",
+              file=sys.stderr)
+        return exit_status(signum)
+    with deferred_signals():       # the partial result is what a signal now would lose
+        try:
+            wrote, _ = _save_outputs(exc.result, X, y, configs, options, args, 0.0, plot=False)
+        except OSError as err:
+            wrote = f"nowhere ({err})"
     if exc.checkpoint is not None:
-        again = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
-        how = f"checkpoint {exc.checkpoint}; resume with: gpulinear {' '.join(again)}"
+        drop = ("--resume", "--resume-or-start", "--overwrite", "--break-lock")
+        again = [a for a in argv if a not in drop] + ["--resume"]
+        how = f"checkpoint {exc.checkpoint}; resume with: gpulinear {shlex.join(again)}"
+    elif exc.not_written is not None:
+        how = f"the checkpoint could not be written ({exc.not_written})"
     else:
         how = "no --checkpoint was given, so a rerun starts over (add --checkpoint FILE)"
-    print(f"gpulinear train: interrupted at step {exc.step} of {exc.steps}; partial result in "
-          f"{wrote}; {how}", file=sys.stderr)
-    return 130
+    print(f"gpulinear train: interrupted at step {exc.step} of {exc.steps} by "
+          f"{signal_name(signum)}; partial result in {wrote}; {how}", file=sys.stderr)
+    return exit_status(signum)
 
 
 def _save_outputs(res, X, y, configs, options, args, wall, plot=True):
@@ -345,14 +463,21 @@ def _save_outputs(res, X, y, configs, options, args, wall, plot=True):
             idx, rule = _best_per_group(res)
             losses = ", ".join(sorted(set(names)))
             data = Path(args.data).name if args.data != "ethanol" else "Ethanol"
-            res.subset(idx).plot(
-                optimal=opt[idx], path=folder / "loss.png",
-                title=f"{data} (preprocess: {args.preprocess}), {losses}: best lr per model "
-                      f"by {rule}")
+            try:     # the results are written: a figure that cannot be is not worth losing them
+                res.subset(idx).plot(
+                    optimal=opt[idx], path=folder / "loss.png",
+                    title=f"{data} (preprocess: {args.preprocess}), {losses}: best lr per model "
+                          f"by {rule}")
+            except (OSError, ValueError, RuntimeError) as exc:
+                print(f"gpulinear train: warning: {folder / 'loss.png'} not written "
+                      f"({exc}); the results are in {folder}", file=sys.stderr)
 
     # --out was checked before training; should it fail now (removed, disk full), the results
     # go to <tmp>/gpulinear-rescued/<pid>-<name> and the message says so
-    written = save_or_rescue(write, Path(args.out), "results")
+    try:
+        written = save_or_rescue(write, Path(args.out), "results")
+    except OSError as exc:    # NotWritten: one line naming both places and why, exit 1
+        raise SystemExit(f"gpulinear train: {exc}") from None
     return written, np.array([lstars[name] for name in names])
 
 

@@ -60,6 +60,12 @@ class Config:
     label: str | None = field(default=None, compare=False)
 
     def __post_init__(self):
+        for name in ("weight_decay", "init_scale", *HYPER_FIELDS):
+            value = getattr(self, name)
+            # float() would read True as 1.0 and parse "0.9": refused, naming the field
+            if name != "centered" and isinstance(value, (bool, str, bytes)):
+                raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}"
+                                + (" (write it without quotes)" if isinstance(value, str) else ""))
         object.__setattr__(self, "depth", check_int("depth", self.depth, 1))
         if isinstance(self.width, (list, tuple)):
             object.__setattr__(self, "width", tuple(check_int("width", w, 1) for w in self.width))
@@ -192,3 +198,15 @@ def _check_positive(name, value):
             or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}"
                          + _sweep_hint(name, value))
+
+
+def check_real(name, value) -> float:
+    """`value` as a finite float (numpy floats and ints accepted); a bool or a string, which
+    float() would take as 1.0 or parse, is refused naming `name`."""
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_" \
+            or not isinstance(value, numbers.Real):
+        hint = " (write the number without quotes)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)

@@ -11,7 +11,9 @@ stop_at_target and checkpoints happen there; between them the device runs on its
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from . import checkpoint as ckpt
 from . import advice, interrupt, memory
 from . import targets as relative_targets
 from .backend import resolve_backend, resolve_dtype
-from .config import Config, check_int
+from .config import Config, check_int, check_real
 from .data import check_data
 from .gram import GramL2, use_gram
 from .losses import check_targets_for, config_loss, get_loss
@@ -53,9 +55,11 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     every `checkpoint_every` steps and at the end, and resume=True continues from it (a resumed
     run equals an uninterrupted one exactly), also to more steps than a finished run had; an
     existing checkpoint is replaced only with overwrite=True, and one in use by another live
-    process is refused (gpulinear.checkpoint).  Ctrl-C stops at the next look-in, writes the
-    checkpoint and raises gpulinear.interrupt.TrainingInterrupted carrying the partial Result.
-    On NumPy a grid larger than the available memory runs in chunks (gpulinear.memory).
+    process is refused (gpulinear.checkpoint).  Ctrl-C, SIGTERM and SIGHUP stop at the next
+    look-in, write the checkpoint and raise gpulinear.interrupt.TrainingInterrupted carrying the
+    partial Result.  If the checkpoint cannot be written anywhere at the end,
+    gpulinear.checkpoint.NotWritten carries the finished Result.  On NumPy a grid larger than
+    the available memory runs in chunks (gpulinear.memory), each with its own checkpoint.
     fused (CUDA only): None — calls whose losses are
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
     fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
@@ -93,15 +97,12 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
               fused=fused, gram=gram)
     chunks = (_device_chunks if which == "cuda" else _host_chunks)(
         configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
+    if checkpoint is not None and resume:     # a chunked run resumes in the chunks it had
+        chunks = _resumed_chunks(checkpoint, chunks, len(configs))
     if len(chunks) > 1:
-        if checkpoint is not None:
-            raise ValueError("checkpoint= with a grid larger than the memory: use smaller "
-                             "grids (gpulinear.distributed: a smaller shard_size)")
-        # each chunk runs all `steps`: stopping at the target is a decision over the whole grid
-        parts = [(list(range(c.start, c.stop)),
-                  train(X64, Y64, configs[c], target=None if targets is None else targets[c],
-                        **kw)) for c in chunks]
-        return _target_meta(Result.concat(parts, len(configs)), lstars, target_rule)
+        return _target_meta(_train_chunks(X64, Y64, configs, chunks, targets, checkpoint,
+                                          checkpoint_every, resume, overwrite, kw),
+                            lstars, target_rule)
     lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
     try:
         result = _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
@@ -122,6 +123,8 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
     step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on)
     step.diverge_factor = diverge_factor      # None: the absolute `limit` only
     fingerprint, finished = None, False
+    # the checkpoint a result came from: gpulinear train tells its own --out result by it
+    meta_ck = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     if checkpoint is not None:
         # the default relative ceiling leaves the fingerprint as it was before it existed
         ceiling = diverge_above if diverge_factor in (None, DIVERGE_FACTOR) \
@@ -138,13 +141,26 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
             path, fingerprint, dict(step.state_arrays(), t=np.int64(step.t), rec_steps=rec),
             steps), checkpoint)
 
+    failures = []
+
+    def save_periodic():
+        # a checkpoint that cannot be written anywhere does not end the run (that would lose
+        # it): say so once, train on, try again at the next one and at the end
+        try:
+            save()
+        except ckpt.NotWritten as exc:
+            if not failures:
+                print(f"gpulinear: {exc}; training goes on (each later checkpoint tries again; "
+                      "further failures are not repeated here)", file=sys.stderr)
+            failures.append(step.t)
+
     meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
             "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every,
             "steps_requested": steps, "diverge_above": diverge_above,
-            "diverge_factor": diverge_factor, "step": step.kind}
+            "diverge_factor": diverge_factor, "step": step.kind, **meta_ck}
     targets_on = stop_at_target and targets is not None
     bar = StepProgress(steps, len(configs), progress)
-    with interrupt.deferred_sigint() as stop:
+    with interrupt.deferred_signals() as stop:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # handled
                 for end in ([] if finished else segment_ends(
@@ -158,24 +174,139 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
                         break
                     if checkpoint is not None and (end + 1) % checkpoint_every == 0:
                         step.flush(steps)
-                        save()
-                    if stop.requested:     # Ctrl-C, seen at a look-in: the state is whole
+                        save_periodic()
+                    if stop.requested:     # a signal, seen at a look-in: the state is whole
                         raise KeyboardInterrupt
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             bar.close(done=False)
-            if not stop.requested:         # raised inside a step: the last checkpoint stands
+            # raised inside a step (Python's own Ctrl-C outside the main thread, or a second
+            # signal): the state may be torn, so nothing is written; the last checkpoint stands
+            if not stop.requested or isinstance(exc, interrupt.Insisted):
                 raise
             step.flush(steps)              # the evaluated step's update, as a checkpoint has it
-            written = None if checkpoint is None else save()
+            written = failed = None
+            if checkpoint is not None:
+                try:
+                    written = save()
+                except ckpt.NotWritten as err:
+                    failed = err
             partial = _result(step, configs, rec[rec < step.t], targets,
                               dict(meta, interrupted_at=step.t))
-            raise interrupt.TrainingInterrupted(partial, step.t, steps, written) from None
-    bar.close()
-    if checkpoint is not None:
-        written = save()
-        if written != Path(checkpoint):
-            meta["checkpoint_rescued_to"] = str(written)
+            raise interrupt.TrainingInterrupted(partial, step.t, steps, written, stop.signum,
+                                                failed) from None
+        bar.close()
+        written = None
+        if checkpoint is not None:       # still deferred: a signal now waits for this write
+            try:
+                written = save()
+            except ckpt.NotWritten as exc:    # nothing finished is discarded: the Result goes
+                raise ckpt.NotWritten(exc.what, exc.attempts,
+                                      _result(step, configs, rec, targets, meta)) from None
+            if written != Path(checkpoint):
+                meta["checkpoint_rescued_to"] = str(written)
+        if stop.requested:    # came during the last segment or the final write: the run is
+            # whole, but whoever sent it wants the process to stop, so it is not swallowed
+            raise interrupt.TrainingInterrupted(_result(step, configs, rec, targets, meta),
+                                                step.t, steps, written, stop.signum)
     return _result(step, configs, rec, targets, meta)
+
+
+def chunk_checkpoint(checkpoint, chunk: slice) -> Path:
+    """The checkpoint file of the configs chunk.start..chunk.stop-1 of a grid run in chunks:
+    run.npz -> run.configs-0-499.npz, beside it."""
+    p = Path(checkpoint)
+    return p.with_name(f"{p.stem}.configs-{chunk.start}-{chunk.stop - 1}{p.suffix}")
+
+
+def _chunk_files(checkpoint) -> list:
+    """[slice] of the chunk checkpoints found beside `checkpoint`, in config order."""
+    p = Path(checkpoint)
+    head, found = f"{p.stem}.configs-", []
+    try:
+        names = [f.name for f in p.parent.iterdir()]
+    except OSError:
+        return found
+    for name in names:
+        if name.startswith(head) and name.endswith(p.suffix):
+            a, _, b = name[len(head):len(name) - len(p.suffix)].partition("-")
+            if a.isdigit() and b.isdigit():
+                found.append(slice(int(a), int(b) + 1))
+    return sorted(found, key=lambda c: c.start)
+
+
+def _resumed_chunks(checkpoint, planned, n) -> list:
+    """The chunks to resume a run in: those whose checkpoints exist (a prefix of the grid, as
+    they were planned when the run started; the memory may differ now), then `planned` cut to
+    the rest.  A run that was not chunked (its checkpoint is the one file) keeps `planned`."""
+    found, stop = [], 0
+    for c in _chunk_files(checkpoint):
+        if c.start == stop and c.stop <= n:
+            found.append(c)
+            stop = c.stop
+    if not found or Path(checkpoint).exists():
+        return planned
+    size = max(c.stop - c.start for c in planned)
+    return found + [slice(i, min(i + size, n)) for i in range(stop, n, size)]
+
+
+def _train_chunks(X64, Y64, configs, chunks, targets, checkpoint, checkpoint_every, resume,
+                  overwrite, kw) -> Result:
+    """A grid larger than the memory, one chunk after another (configs never interact); with a
+    checkpoint, each chunk has its own file (chunk_checkpoint).  A signal keeps every finished
+    chunk: TrainingInterrupted's Result holds them and the interrupted chunk's configs (their
+    loss NaN after the step reached), meta["configs_run"] saying how many configs it holds."""
+    n, parts = len(configs), []
+    lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
+    # one deferral for the whole grid: a signal while a chunk is set up, or between chunks, is
+    # answered at the next chunk's first look-in instead of ending the process there
+    try:
+        with interrupt.deferred_signals():
+            for c in chunks:
+                sub = dict(kw, target=None if targets is None else targets[c])
+                if checkpoint is not None:
+                    sub.update(checkpoint=chunk_checkpoint(checkpoint, c), resume=resume,
+                               overwrite=overwrite, checkpoint_every=checkpoint_every)
+                try:
+                    # each chunk runs all `steps`: stopping at the target is a decision over
+                    # the whole grid
+                    parts.append((list(range(c.start, c.stop)),
+                                  train(X64, Y64, configs[c], **sub)))
+                except interrupt.TrainingInterrupted as exc:
+                    merged = _merge_partial([r for _, r in parts], exc.result, c.stop)
+                    if checkpoint is not None:
+                        merged.meta["checkpoint"] = str(checkpoint)
+                    raise interrupt.TrainingInterrupted(merged, exc.step, exc.steps,
+                                                        exc.checkpoint, exc.signum,
+                                                        exc.not_written) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    res = Result.concat(parts, n)
+    if checkpoint is not None:
+        res.meta["checkpoint"] = str(checkpoint)
+    return res
+
+
+def _merge_partial(done, partial, n_run) -> Result:
+    """The finished chunks' Results and the interrupted chunk's partial one as one Result of
+    the first `n_run` configs: the finished chunks' records all kept, the interrupted chunk's
+    rows NaN where it had not reached."""
+    if not done:
+        return dataclasses.replace(partial, meta=dict(partial.meta, configs_run=n_run))
+    steps = done[0].steps
+    loss = np.full((len(partial.configs), len(steps)), np.nan)
+    loss[:, :partial.loss.shape[1]] = partial.loss
+    parts = done + [dataclasses.replace(partial, steps=steps, loss=loss)]
+
+    def cat(name):
+        arrays = [getattr(r, name) for r in parts]
+        return None if arrays[0] is None else np.concatenate(arrays)
+
+    return Result(configs=[c for r in parts for c in r.configs], steps=steps.copy(),
+                  loss=cat("loss"), diverged_at=cat("diverged_at"),
+                  end_to_end=cat("end_to_end"), steps_to_target=cat("steps_to_target"),
+                  target=cat("target"), meta=dict(partial.meta, configs_run=n_run,
+                                                  chunks_finished=len(done)))
 
 
 def _result(step, configs, rec, targets, meta) -> Result:
@@ -207,11 +338,8 @@ def check_ceiling(diverge_above, diverge_factor):
     """(diverge_above, diverge_factor) as train() applies them: an absolute level, or a factor of
     the initial loss (the default, DIVERGE_FACTOR, when neither is given); else a ValueError."""
     if diverge_above is not None:
-        try:
-            ok = float(diverge_above) > 0
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
+        _check_number("diverge_above", diverge_above)
+        if not float(diverge_above) > 0:
             raise ValueError(f"diverge_above must be a loss level > 0 (math.inf: no ceiling), "
                              f"got {diverge_above!r}")
         if diverge_factor is not None:
@@ -220,14 +348,20 @@ def check_ceiling(diverge_above, diverge_factor):
         return float(diverge_above), None
     if diverge_factor is None:
         return None, DIVERGE_FACTOR
-    try:
-        ok = float(diverge_factor) > 1
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    _check_number("diverge_factor", diverge_factor)
+    if not float(diverge_factor) > 1:
         raise ValueError(f"diverge_factor must be a number > 1 (times each config's initial "
                          f"loss; math.inf: no ceiling), got {diverge_factor!r}")
     return None, (None if math.isinf(float(diverge_factor)) else float(diverge_factor))
+
+
+def _check_number(name, value):
+    """A real number (inf allowed: it switches the ceiling off); a bool or a string is refused
+    (float() would take them), naming `name`."""
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_" \
+            or not isinstance(value, numbers.Real):
+        hint = " (write the number without quotes)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
 
 
 def relative_ceiling(initial, factor, xp=np):
@@ -305,6 +439,9 @@ def _plan(configs, x_shape, k, dt, steps, log_every, free, where) -> list:
     """One estimate for both backends (gpulinear.memory); says so when it chunks."""
     m, d = x_shape
     per, shared = memory.grid_bytes(configs, k, d, m, dt, memory.n_records(steps, log_every))
+    if len(configs) >= memory.BIG_GRID:
+        print(memory.big_grid_message(configs, k, d, m, steps, per, shared, free, where),
+              file=sys.stderr)
     plan = memory.plan_chunks(len(configs), per, free, shared, where=where)
     if plan.message:
         print(plan.message, file=sys.stderr)
@@ -330,6 +467,12 @@ def _check_configs(configs):
 def _check_target(target, n):
     if target is None:
         return None
+    if np.ndim(target) == 0:
+        check_real("target", target)
+    elif any(isinstance(t, (bool, np.bool_, str, bytes)) for t in np.ravel(np.asarray(
+            target, dtype=object))):
+        raise TypeError("target must hold numbers, not booleans or strings, got "
+                        f"{target!r}")
     arr = np.broadcast_to(np.asarray(target, dtype=np.float64), (n,)) if np.ndim(target) == 0 \
         else np.asarray(target, dtype=np.float64)
     if arr.shape != (n,):

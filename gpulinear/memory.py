@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from .optim import OPTIMIZERS
 
 __all__ = ["memory_per_config", "plan_chunks", "ChunkPlan", "STATE_COPIES", "grid_bytes",
-           "available_host_bytes", "n_records", "check_schedule", "MAX_STEPS", "MAX_RECORDS"]
+           "available_host_bytes", "cgroup_headroom", "n_records", "check_schedule", "MAX_STEPS", "MAX_RECORDS"]
 
 # Optimizer state buffers per parameter: derived from the schema declared in gpulinear.optim.
 STATE_COPIES = {name: len(opt.state_fields) for name, opt in OPTIMIZERS.items()}
@@ -105,9 +106,19 @@ def plan_chunks(n_configs, bytes_per_config, free_bytes, shared_bytes=0, headroo
 
 
 def available_host_bytes() -> int:
-    """RAM this process can still use: MemAvailable of /proc/meminfo (Linux: free memory plus
-    the page cache the kernel can drop), else free pages times the page size (os.sysconf),
+    """RAM this process can still use, as the OS limits it: the smallest of
+      MemAvailable (/proc/meminfo: free memory plus the page cache the kernel can drop; else
+        free pages x page size from os.sysconf),
+      the headroom under RLIMIT_AS and RLIMIT_DATA (ulimit -v / -d; the limit minus this
+        process's VmSize / VmData),
+      the cgroup's limit minus its usage (v2 memory.max - memory.current, v1
+        memory.limit_in_bytes - memory.usage_in_bytes, the tightest of the process's cgroup and
+        its parents: Slurm --mem, Docker --memory, systemd MemoryMax),
     else 2**63 (unknown: never chunk)."""
+    return min(_meminfo_available(), _rlimit_headroom(), cgroup_headroom())
+
+
+def _meminfo_available() -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -119,6 +130,85 @@ def available_host_bytes() -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):   # not on this OS (macOS lacks AVPHYS)
         return 2**63
+
+
+def _proc_status_bytes(field) -> int | None:
+    """A "kB" line of /proc/self/status (VmSize, VmData) in bytes, or None."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _rlimit_headroom() -> int:
+    """Bytes left under RLIMIT_AS and RLIMIT_DATA (the soft limits a raise of MemoryError
+    follows), 2**63 where unlimited or unknown."""
+    try:
+        import resource
+    except ImportError:               # Windows
+        return 2**63
+    room = 2**63
+    for limit, field in (("RLIMIT_AS", "VmSize"), ("RLIMIT_DATA", "VmData")):
+        if not hasattr(resource, limit):
+            continue
+        soft, _ = resource.getrlimit(getattr(resource, limit))
+        if soft == resource.RLIM_INFINITY or soft < 0:
+            continue
+        used = _proc_status_bytes(field)
+        room = min(room, max(soft - (used or 0), 0))
+    return room
+
+
+def _read_int(path) -> int | None:
+    """An integer file of the cgroup filesystem; None for "max", a missing file or junk."""
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def cgroup_headroom(proc_cgroup="/proc/self/cgroup", root="/sys/fs/cgroup") -> int:
+    """The cgroup memory limit minus usage for this process (v2 and v1), the tightest over its
+    cgroup and every parent up to `root`; 2**63 without a limit.  The paths are parameters so
+    that the tests can give a fake cgroup tree."""
+    try:
+        with open(proc_cgroup) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return 2**63
+    room = 2**63
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, rel = parts
+        if controllers == "":                      # v2: "0::/path"
+            base, limit_f, usage_f = Path(root), "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):   # v1: "4:memory:/path"
+            base, limit_f, usage_f = Path(root) / "memory", "memory.limit_in_bytes", \
+                "memory.usage_in_bytes"
+            if not base.is_dir():
+                base = Path(root) / controllers
+        else:
+            continue
+        folder = base / rel.lstrip("/")
+        if not folder.is_dir():   # a container sees the host's path; its own cgroup is the mount
+            folder = base
+        while True:
+            limit, usage = _read_int(folder / limit_f), _read_int(folder / usage_f)
+            # v1 writes "no limit" as a huge number (2**63 rounded to pages): min() ignores it
+            if limit is not None:
+                room = min(room, max(limit - (usage or 0), 0))
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return room
 
 
 def n_records(steps: int, log_every: int) -> int:
@@ -139,3 +229,54 @@ def check_schedule(steps: int, log_every: int) -> int:
             f"than {MAX_RECORDS:,}, ~{_fmt(8 * n)} each): give a larger log_every, e.g. "
             f"log_every={max(1, steps // 1000):,} for 1000 points")
     return n
+
+
+# Grids this large print what they will cost before anything is allocated: building and
+# stacking them alone takes tens of seconds (10^6 configs: ~34 s on 2 cores, 2026-12).
+BIG_GRID = 10**5
+
+
+def step_flops(cfg, k, d, m) -> int:
+    """Rough flops of one step of one config: the two passes over the m examples (4 m d k) and
+    the chain products and layer gradients (~6 d sum n_j n_{j-1})."""
+    dims = (d, *cfg.widths, k)
+    chain = 0 if cfg.parameterization == "e2e" else sum(
+        dims[j + 1] * dims[j] for j in range(cfg.depth))
+    return 4 * m * d * k + 6 * d * chain
+
+
+def host_gflops() -> float:
+    """This machine's batched small-GEMM rate in GFLOP/s, measured in ~10 ms (the engine's work
+    is batched small matrix products): the time estimate of a big grid divides by it."""
+    import time
+    a = np.ones((32, 64, 64))
+    np.matmul(a, a)
+    best = math.inf
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.matmul(a, a)
+        best = min(best, time.perf_counter() - t0)
+    return 32 * 2 * 64**3 / max(best, 1e-9) / 1e9
+
+
+def big_grid_message(configs, k, d, m, steps, per, shared, free, where) -> str:
+    """One line on what a grid of BIG_GRID+ configs needs (memory, work, and on the host a time
+    at this machine's measured GEMM rate), printed before allocating."""
+    n = len(configs)
+    flops = steps * sum(step_flops(c, k, d, m) for c in configs)
+    line = (f"gpulinear: {n:,} configurations x {steps:,} steps: ~{_fmt(n * per + shared)} of "
+            f"{where} memory ({_fmt(free)} available), ~{flops / 1e12:.3g} TFLOP")
+    if where == "host":
+        rate = host_gflops()
+        line += (f", roughly {_clock(flops / (rate * 1e9))} at this machine's "
+                 f"{rate:.0f} GFLOP/s on small batched GEMMs")
+    return line + "; building the grid's arrays starts now"
+
+
+def _clock(seconds) -> str:
+    s = int(round(seconds))
+    if s >= 86400:
+        return f"{s / 86400:.1f} days"
+    if s >= 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"

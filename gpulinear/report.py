@@ -122,39 +122,23 @@ def reproduce_main(args) -> int:
         from .cli import UsageError
         raise UsageError(f"reproduce: unknown experiment(s) {unknown}; choose from "
                          f"{list(EXPERIMENTS)}")
+    jobs = getattr(args, "jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        from .cli import UsageError
+        raise UsageError(f"reproduce: --jobs must be an integer >= 1, got {jobs!r}")
     from .backend import resolve_backend
     backend = resolve_backend(args.backend)       # early: a missing GPU fails before any run
     quick = _quick_default(args.quick, args.full, args.backend)
+    tiny = getattr(args, "tiny", False)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print("\n".join(estimate_lines(names, "tiny" if getattr(args, "tiny", False) else
-                                   "quick" if quick else "full")[0]), flush=True)
+    print("\n".join(estimate_lines(names, "tiny" if tiny else "quick" if quick else "full",
+                                   jobs)[0]), flush=True)
     limit = blas_threads_limit(backend)
-    sections = []
-    tiny = getattr(args, "tiny", False)
-    mode = "tiny: a smoke run, numbers mean nothing" if tiny else "quick" if quick else "full"
-    for name in names:
-        start = time.perf_counter()
-        print(f"== {name} ({mode}) ...", flush=True)
-        try:
-            module = load_experiment(name)
-            TIMINGS.clear()                   # a failed experiment's timings are not ours
-            data = module.run(out / name, quick=quick, backend=args.backend,
-                              tiny=getattr(args, "tiny", False))
-            status = data.get("skipped") or "ran"
-        except ModuleNotFoundError as exc:    # an optional extra (torch) is not installed
-            module, data = None, {"claims": []}
-            extra = {"torch": "gpulinear[torch]"}.get(exc.name, exc.name)
-            status = f"skipped: needs {exc.name} (pip install '{extra}')"
-        except FileNotFoundError as exc:      # data that cannot ship (MNIST): say where it goes
-            module, data = None, {"claims": []}
-            status = f"skipped: {exc}"
-        except Exception as exc:  # one failing experiment must not hide the others' results
-            traceback.print_exc()
-            module, data, status = None, {"claims": []}, f"failed: {type(exc).__name__}: {exc}"
-        wall = time.perf_counter() - start
-        print(f"   {status} in {wall:.0f} s", flush=True)
-        sections.append((name, getattr(module, "TITLE", name), data, status, wall))
+    if jobs > 1 and len(names) > 1:
+        sections = _run_parallel(names, out, quick, args.backend, tiny, jobs)
+    else:
+        sections = [_run_one(name, out, quick, args.backend, tiny) for name in names]
     if limit is not None:
         limit.unregister()
     failed = any(s[3].startswith("failed") for s in sections)
@@ -165,6 +149,58 @@ def reproduce_main(args) -> int:
     print(summary(sections, tiny))
     print(f"wrote {out / 'REPORT.md'}")
     return 1 if failed else 0
+
+
+def _run_one(name, out: Path, quick: bool, backend: str, tiny: bool) -> tuple:
+    """Run experiment `name` into out/name: (name, title, data, status, wall seconds).  Any
+    failure becomes its status, so one failing experiment never hides the others' results."""
+    mode = "tiny: a smoke run, numbers mean nothing" if tiny else "quick" if quick else "full"
+    start = time.perf_counter()
+    print(f"== {name} ({mode}) ...", flush=True)
+    try:
+        module = load_experiment(name)
+        TIMINGS.clear()                   # a failed experiment's timings are not ours
+        data = module.run(out / name, quick=quick, backend=backend, tiny=tiny)
+        status = data.get("skipped") or "ran"
+    except ModuleNotFoundError as exc:    # an optional extra (torch) is not installed
+        module, data = None, {"claims": []}
+        extra = {"torch": "gpulinear[torch]"}.get(exc.name, exc.name)
+        status = f"skipped: needs {exc.name} (pip install '{extra}')"
+    except FileNotFoundError as exc:      # data that cannot ship (MNIST): say where it goes
+        module, data = None, {"claims": []}
+        status = f"skipped: {exc}"
+    except Exception as exc:  # noqa: BLE001 - reported in the section, the others still run
+        traceback.print_exc()
+        module, data, status = None, {"claims": []}, f"failed: {type(exc).__name__}: {exc}"
+    wall = time.perf_counter() - start
+    print(f"   {name}: {status} in {wall:.0f} s", flush=True)
+    return name, getattr(module, "TITLE", name), data, status, wall
+
+
+def _one_blas_thread():
+    """Pool initializer: each worker process runs its BLAS on one thread (the estimate's rate;
+    `jobs` processes then use `jobs` cores)."""
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1, user_api="blas")
+    except ImportError:
+        pass
+
+
+def _run_parallel(names, out: Path, quick: bool, backend: str, tiny: bool, jobs: int) -> list:
+    """Experiments in `jobs` worker processes, the longest (by the estimate) first; results
+    in report order.  Experiments never share state, so this changes only the wall time."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    seconds = dict(zip(names, estimate_seconds(names, mode)))
+    order = sorted(names, key=lambda n: -seconds[n])
+    ctx = multiprocessing.get_context("spawn")      # a fresh interpreter: no inherited BLAS pool
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                             initializer=_one_blas_thread) as pool:
+        futures = {n: pool.submit(_run_one, n, out, quick, backend, tiny) for n in order}
+        done = {n: f.result() for n, f in futures.items()}
+    return [done[n] for n in names]
 
 
 def _with_earlier_runs(sections, out: Path) -> list:
@@ -501,11 +537,15 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
 # 18:23-19:05, this project's 2-core CPU, OPENBLAS_NUM_THREADS=1, the CPU engine of issue 11):
 # config-steps / wall seconds of the whole experiment (training, L*, plots).  With 2 BLAS
 # threads on shared cores CPU time per step was 4-5x larger (threads spin), hence 1 thread.
-FULL_RATES = {"fig2": 27_800, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
+# fig2 since issue 16 runs 24 one-config buckets (Eq 12 from each net's own product): a quick
+# run on 2026-12-07 did 0.48M config-steps in 68 CPU-s under load (7.1k per CPU-s); 10k assumed
+# for a quiet core.  atlas: no measured rate yet, the slowest rate below is used.
+FULL_RATES = {"fig2": 10_000, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
               "fig5_left": 32_900}
 # Experiments that are not grids of gl.train calls: seconds per mode, full: the published
-# full run's wall times rounded up (sec3 14 s, sec7 13 s, theorem2 7 s, fig5_right 1,251 s).
-FIXED_SECONDS = {"full": {"sec3": 20, "sec7": 20, "theorem2": 10, "fig5_right": 1300},
+# full run's wall times rounded up (sec3 14 s, sec7 13 s, theorem2 7 s); fig5_right: its full-cpu mode
+# with one run per L2 reading, 61,465 iterations x 0.035 s (the published run's rate), ~36 min.
+FIXED_SECONDS = {"full": {"sec3": 20, "sec7": 20, "theorem2": 10, "fig5_right": 2200},
                  "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
 RATES_NOTE = "rates of the published full run, 2026-12-01 18:23, 1 BLAS thread"
@@ -532,21 +572,43 @@ def blas_threads_limit(backend: str):
     return threadpool_limits(1, user_api="blas")
 
 
-def estimate_lines(names, mode: str) -> tuple[list[str], float]:
-    """Lines to print before a run: config-steps and estimated seconds per experiment, and the
-    total seconds (experiments without an estimate count 0 and say so)."""
-    lines, total = [], 0.0
+def estimate_seconds(names, mode: str) -> list:
+    """Estimated seconds of each experiment on a quiet CPU core (0 where unknown)."""
+    out = []
     for name in names:
         module = load_experiment(name)
         if hasattr(module, "config_steps"):
+            out.append(sum(module.config_steps(mode).values())
+                       / FULL_RATES.get(name, min(FULL_RATES.values())))
+        else:
+            out.append(FIXED_SECONDS.get(mode, {}).get(name) or 0.0)
+    return out
+
+
+def makespan(seconds, jobs: int) -> float:
+    """Wall seconds of tasks run longest first on `jobs` workers (list scheduling)."""
+    load = [0.0] * max(1, jobs)
+    for sec in sorted(seconds, reverse=True):
+        load[load.index(min(load))] += sec
+    return max(load)
+
+
+def estimate_lines(names, mode: str, jobs: int = 1) -> tuple[list[str], float]:
+    """Lines to print before a run: config-steps and estimated seconds per experiment, and the
+    total seconds (experiments without an estimate count 0 and say so); with jobs > 1 the
+    first line also gives the wall time of that many worker processes."""
+    lines = []
+    seconds = estimate_seconds(names, mode)
+    for name, sec in zip(names, seconds):
+        module = load_experiment(name)
+        if hasattr(module, "config_steps"):
             n = sum(module.config_steps(mode).values())
-            sec = n / FULL_RATES.get(name, min(FULL_RATES.values()))
             lines.append(f"   {name:<11s} {n / 1e6:7.2f}M config-steps  ~{sec / 60:5.1f} min")
         else:
-            sec = FIXED_SECONDS.get(mode, {}).get(name)
-            lines.append(f"   {name:<11s} {'':>20s}  " + (f"~{sec / 60:5.1f} min" if sec is not None
+            lines.append(f"   {name:<11s} {'':>20s}  " + (f"~{sec / 60:5.1f} min" if sec
                                                             else "(seconds)"))
-        total += sec or 0.0
+    total = float(sum(seconds))
+    wall = "" if jobs <= 1 else f", ~{makespan(seconds, jobs) / 60:.0f} min on {jobs} processes"
     lines.insert(0, f"estimate for this run ({mode}; quiet 2-core CPU, {RATES_NOTE}): "
-                    f"~{total / 60:.0f} min")
+                    f"~{total / 60:.0f} min of one core{wall}")
     return lines, total

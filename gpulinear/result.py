@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -12,8 +13,10 @@ import numpy as np
 
 from .config import Config
 
-_FORMAT = "gpulinear.Result/2"                  # 2: with the pair's content hash
-_FORMATS = ("gpulinear.Result/1", _FORMAT)
+# 1: a .npz of arrays + a .json; 2: the pair shares a content hash; 3: one .npz holding both
+_FORMAT = "gpulinear.Result/3"
+_FORMATS = ("gpulinear.Result/1", "gpulinear.Result/2", _FORMAT)
+_DOC = "document"         # the .npz member holding the JSON document (UTF-8 bytes, uint8)
 # Config fields that name a model; best() picks the lr (and other hyperparameters) within each.
 MODEL_FIELDS = ("depth", "width", "init", "init_scale", "parameterization", "optimizer", "loss",
                 "weight_decay", "seed")
@@ -259,13 +262,16 @@ class Result:
         rows = measures.speedups(self, baseline, by, level, optimal)
         return _need("pandas", "table").DataFrame(rows)
 
-    # -- persistence: npz for arrays, json for configs and metadata, never pickle -------------
+    # -- persistence: one .npz (arrays + the JSON document), never pickle ------------------------
     def save(self, path) -> Path:
-        """Write `path`.npz (arrays) and `path`.json (configs, meta); returns the .npz path.
+        """Write the Result to `path`.npz, one file renamed into place in one step (a kill -9, a
+        full disk or a concurrent save leaves the old result or the new one, complete), and a
+        readable copy of its configs and meta to `path`.json; returns the .npz path.
 
-        Both are built in memory first (a meta value JSON cannot hold fails before anything is
-        written), then written to temporary files and renamed, npz last.  The pair shares a
-        content hash, so load() tells a matching pair from a mix of two saves."""
+        The .npz alone is the Result: it holds the arrays and the JSON document (configs, meta,
+        content hash); load() never reads the .json, which is written after the .npz and may be
+        missing or one save behind after a crash.  A meta value JSON cannot hold fails before
+        anything is written.  Leftovers of killed saves to the path are removed."""
         base = _base(path)
         arrays = {"steps": self.steps, "loss": self.loss, "diverged_at": self.diverged_at,
                   "end_to_end": self.end_to_end}
@@ -282,49 +288,89 @@ class Result:
         digest = _content_hash(arrays, configs, meta)
         doc = {"format": _FORMAT, "content_hash": digest, "configs": configs, "meta": meta}
         text = json.dumps(doc, indent=1)
+        arrays[_DOC] = np.frombuffer(text.encode(), dtype=np.uint8)
         arrays["content_hash"] = np.array(digest)
         from .checkpoint import atomic_write
-        atomic_write(_with(base, ".json"), lambda fh: fh.write(text.encode()))
-        atomic_write(_with(base, ".npz"), lambda fh: np.savez_compressed(fh, **arrays))
-        return _with(base, ".npz")
+        npath = _with(base, ".npz")
+        atomic_write(npath, lambda fh: np.savez_compressed(fh, **arrays))
+        jpath = _with(base, ".json")
+        try:
+            atomic_write(jpath, lambda fh: fh.write(text.encode()))
+        except OSError as exc:   # the Result is saved (the .npz); only its readable copy is not
+            try:
+                jpath.unlink(missing_ok=True)        # rather none than one of an older save
+            except OSError:
+                pass
+            print(f"gpulinear: {npath} is saved, but its readable copy {jpath.name} is not "
+                  f"({exc.strerror or exc})", file=sys.stderr)
+        return npath
 
     @classmethod
     def load(cls, path) -> "Result":
-        """Read a pair written by save(); one ValueError naming the file for anything that is
-        not an intact pair of one save (foreign, truncated, edited or mixed files)."""
+        """Read a Result written by save(); one ValueError naming the file for anything that is
+        not one intact save (foreign, truncated, edited or mixed files).  Results of older
+        versions (a .npz of arrays beside a .json of configs) still load, checked the same way:
+        the content hash whenever the .npz carries one, whatever the .json says."""
         base = _base(path)
         jpath, npath = _with(base, ".json"), _with(base, ".npz")
-        for p in (jpath, npath):
-            if not p.exists():
-                raise FileNotFoundError(f"Result.load: {p} does not exist (a saved Result is a "
-                                        ".npz and a .json with the same name)")
+        if not npath.exists():
+            raise FileNotFoundError(f"Result.load: {npath} does not exist (a saved Result is a "
+                                    ".npz file, written by Result.save)")
         try:
-            doc = json.loads(jpath.read_text())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"{jpath} is not a saved gpulinear Result (not JSON: {exc})") from None
-        if not isinstance(doc, dict) or doc.get("format") not in _FORMATS:
-            raise ValueError(f"{jpath} is not a saved gpulinear Result")
-        with open(npath, "rb") as fh:
-            if fh.read(2) != b"PK":
-                raise ValueError(f"{npath} is not a saved gpulinear Result (not an .npz file)")
+            with open(npath, "rb") as fh:
+                head = fh.read(2)
+        except OSError as exc:
+            raise ValueError(f"{npath} cannot be read ({exc.strerror or exc})") from None
+        if head != b"PK":
+            raise ValueError(f"{npath} is not a saved gpulinear Result (not an .npz file)")
         try:
             with np.load(npath, allow_pickle=False) as z:
                 arrays = {name: z[name] for name in z.files}
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
             raise ValueError(f"{npath} is damaged or truncated ({type(exc).__name__}: {exc})") \
                 from None
-        stored = str(arrays.pop("content_hash", ""))
-        if doc["format"] == _FORMAT:       # format 1 (no hash) still loads, with the shape checks
+        stored = arrays.pop("content_hash", None)
+        stored = None if stored is None else str(stored)
+        if _DOC in arrays:
+            where = npath
+            try:
+                doc = json.loads(arrays.pop(_DOC).tobytes().decode())
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise ValueError(f"{npath} is damaged (its document is not JSON: {exc})") \
+                    from None
+        else:                               # gpulinear <= 0.1.0: the document is the .json
+            where = jpath
+            if not jpath.exists():
+                raise FileNotFoundError(f"Result.load: {npath} was written by an older "
+                                        f"gpulinear and needs {jpath} beside it, which does "
+                                        "not exist")
+            try:
+                doc = json.loads(jpath.read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise ValueError(f"{jpath} is not a saved gpulinear Result (not JSON: {exc})") \
+                    from None
+        if not isinstance(doc, dict) or doc.get("format") not in _FORMATS \
+                or not isinstance(doc.get("configs"), list) or not isinstance(doc.get("meta"),
+                                                                               dict):
+            raise ValueError(f"{where} is not a saved gpulinear Result (no gpulinear format, "
+                             "configs and meta)")
+        # the hash is checked whenever the .npz carries one: a .json that claims the old format
+        # (which had none) does not switch the check off
+        if stored is not None or doc["format"] != "gpulinear.Result/1":
             if stored != doc.get("content_hash"):
-                raise ValueError(f"{npath} and {jpath.name} come from different saves (their "
+                raise ValueError(f"{npath} and {where.name} come from different saves (their "
                                  "content hashes differ); save the Result again")
-            if stored != _content_hash(arrays, doc["configs"], doc["meta"]):
-                raise ValueError(f"{npath} / {jpath.name} were changed after saving (the content "
-                                 "check fails); save the Result again")
+            try:
+                ok = stored == _content_hash(arrays, doc["configs"], doc["meta"])
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError(f"{npath} was changed after saving (the content check fails); "
+                                 "save the Result again")
         try:
             configs = [Config.from_dict(c) for c in doc["configs"]]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{jpath}: a config cannot be read ({exc})") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"{where}: a config cannot be read ({exc})") from None
         _check_shapes(npath, len(configs), arrays)
         return cls(configs=configs, meta=doc["meta"], **arrays)
 
@@ -369,6 +415,10 @@ def _check_shapes(path, n, arrays):
     missing = sorted(need - set(arrays))
     if missing:
         raise ValueError(f"{path} lacks {missing}: not a saved gpulinear Result")
+    extra = sorted(set(arrays) - need - {"steps_to_target", "target"})
+    if extra:
+        raise ValueError(f"{path} holds arrays {extra} that a saved gpulinear Result does not "
+                         "have")
     r = arrays["steps"].shape[0] if arrays["steps"].ndim == 1 else -1
     want = {"loss": (n, r), "diverged_at": (n,), "steps_to_target": (n,), "target": (n,)}
     for name, shape in want.items():

@@ -12,6 +12,7 @@ import pytest
 
 import gpulinear as gl
 from gpulinear import engine, step
+from gpulinear.interrupt import TrainingInterrupted
 
 X, Y = gl.datasets.synthetic_regression(m=50, d=4, seed=1)
 CFGS = gl.grid(depth=[1, 2], lr=[1e-2, 3e-2], init_scale=0.2)
@@ -41,20 +42,86 @@ def test_a_failed_save_leaves_the_old_pair_loadable(tmp_path):
     assert not list(tmp_path.glob("*.tmp*"))
 
 
-def test_a_config_deleted_from_the_json_is_refused(tmp_path):
+def _rewrite_npz(path, change):
+    """Rewrite the .npz at `path` with change(arrays) applied (what an editor by hand does)."""
+    with np.load(path) as z:
+        arrays = dict(z)
+    change(arrays)
+    np.savez(path, **arrays)
+
+
+def test_a_config_deleted_from_the_saved_document_is_refused(tmp_path):
     _small_result(3).save(tmp_path / "r")
-    doc = json.loads((tmp_path / "r.json").read_text())
-    del doc["configs"][1]
-    (tmp_path / "r.json").write_text(json.dumps(doc))
+
+    def drop_config(arrays):
+        doc = json.loads(arrays["document"].tobytes())
+        del doc["configs"][1]
+        arrays["document"] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
+    _rewrite_npz(tmp_path / "r.npz", drop_config)
+    with pytest.raises(ValueError, match="r.npz was changed after saving"):
+        gl.Result.load(tmp_path / "r")
+
+
+def _legacy_save(res, base):
+    """A Result as gpulinear <= 0.1.0 wrote it: arrays in base.npz, configs and meta in
+    base.json, the pair sharing a content hash (format 2)."""
+    from gpulinear.result import _content_hash
+    arrays = {"steps": res.steps, "loss": res.loss, "diverged_at": res.diverged_at,
+              "end_to_end": res.end_to_end}
+    configs = [c.to_dict() for c in res.configs]
+    digest = _content_hash(arrays, configs, res.meta)
+    base.with_name(base.name + ".json").write_text(json.dumps(
+        {"format": "gpulinear.Result/2", "content_hash": digest, "configs": configs,
+         "meta": res.meta}))
+    np.savez(base.with_name(base.name + ".npz"), content_hash=np.array(digest), **arrays)
+
+
+def test_a_legacy_pair_from_two_saves_is_refused(tmp_path):
+    _legacy_save(_small_result(1), tmp_path / "a")
+    _legacy_save(_small_result(3), tmp_path / "b")
+    _assert_same(gl.Result.load(tmp_path / "a"), _small_result(1))     # the old format loads
+    os.replace(tmp_path / "b.npz", tmp_path / "a.npz")     # a reader between the two renames
+    with pytest.raises(ValueError, match="different saves"):
+        gl.Result.load(tmp_path / "a")
+
+
+def test_a_json_claiming_the_old_format_does_not_switch_the_check_off(tmp_path):
+    """Another run's json, its "format" set to the version without a hash, beside this run's
+    npz (which carries a hash): refused, not loaded as that run's configs with these numbers."""
+    _legacy_save(_small_result(3), tmp_path / "a")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    doc["format"] = "gpulinear.Result/1"
+    doc["configs"] = [dict(c, lr=c["lr"] * 10) for c in doc["configs"]]
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="a.npz (and a.json come from different saves|was changed)"):
+        gl.Result.load(tmp_path / "a")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda a: a.pop("loss"),
+    lambda a: a.__setitem__("document", np.frombuffer(b"[1, 2]", np.uint8)),
+    lambda a: a.__setitem__("document", np.frombuffer(b"\xff\xfe", np.uint8)),
+    lambda a: a.__setitem__("extra", np.ones(2)),
+    lambda a: a.__setitem__("document", np.frombuffer(json.dumps(
+        {"format": "gpulinear.Result/3", "configs": [{"depth": 1, "nonsense": 2}], "meta": {},
+         "content_hash": str(a["content_hash"])}).encode(), np.uint8)),
+])
+def test_every_damaged_result_is_one_value_error_naming_the_file(tmp_path, damage):
+    _small_result(2).save(tmp_path / "r")
+    _rewrite_npz(tmp_path / "r.npz", damage)
     with pytest.raises(ValueError, match="r.npz"):
         gl.Result.load(tmp_path / "r")
 
 
-def test_a_pair_from_two_saves_is_refused(tmp_path):
-    _small_result(1).save(tmp_path / "a")
-    _small_result(3).save(tmp_path / "b")
-    os.replace(tmp_path / "b.npz", tmp_path / "a.npz")     # a reader between the two renames
-    with pytest.raises(ValueError, match="different saves"):
+@pytest.mark.parametrize("edit", [lambda d: d.pop("meta"), lambda d: d.pop("configs"),
+                                  lambda d: d.__setitem__("configs", [[1, 2]]),
+                                  lambda d: d.__setitem__("configs", 3)])
+def test_a_damaged_legacy_json_is_one_value_error_naming_the_file(tmp_path, edit):
+    _legacy_save(_small_result(2), tmp_path / "a")
+    doc = json.loads((tmp_path / "a.json").read_text())
+    edit(doc)
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="a.(json|npz)"):
         gl.Result.load(tmp_path / "a")
 
 
@@ -115,6 +182,17 @@ def test_a_checkpoint_write_that_fails_at_the_end_keeps_the_result(tmp_path, mon
 
 def test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result(
         tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)   # SIG_IGN when the suite runs in the background
+    if before is signal.SIG_IGN:               # a real Ctrl-C needs a handler to be seen
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_case(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _ctrl_c_case(tmp_path, monkeypatch):
+    before = signal.getsignal(signal.SIGINT)
     whole = gl.train(X, Y, CFGS, steps=100, **KW)
     real = step.ArrayStep._evaluate
 
@@ -133,7 +211,7 @@ def test_ctrl_c_stops_between_steps_writes_the_checkpoint_and_the_partial_result
     np.testing.assert_array_equal(exc.result.loss, whole.loss[:, :6])
     resumed = gl.train(X, Y, CFGS, steps=100, checkpoint=ckpt, resume=True, **KW)
     _assert_same(resumed, whole)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before      # restored to what it was
 
 
 # -- checkpoints are never lost -----------------------------------------------------------------
@@ -262,3 +340,166 @@ def test_progress_shows_an_eta(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "config-step/s" in err and "<" in err and "4 configs x 1,000 steps" in err
+
+
+# -- issue 18: chunked grids, numbers that are not numbers, isolation -----------------------------
+
+def _two_chunks(monkeypatch, steps):
+    from gpulinear import memory
+    per, shared = memory.grid_bytes(CFGS, 1, 4, 50, np.float64, memory.n_records(steps, 10))
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: int((2 * per + shared) / 0.8) + 1)
+
+
+def _sigint_in_second_chunk(monkeypatch, at):
+    seen = []
+    real = step.ArrayStep._evaluate
+
+    def evaluate(self, t):
+        if t == at:
+            seen.append(t)
+            if len(seen) == 2:                         # the second chunk's step `at`
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
+    return real
+
+
+@pytest.fixture
+def sigint_handled():
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:                       # the suite may run with SIGINT ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_an_interrupt_in_a_chunked_grid_keeps_every_finished_chunk(monkeypatch, capsys,
+                                                                  sigint_handled):
+    whole = gl.train(X, Y, CFGS, steps=60, **KW)
+    _two_chunks(monkeypatch, 60)
+    _sigint_in_second_chunk(monkeypatch, 33)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, **KW)
+    assert "in 2 chunks" in capsys.readouterr().err
+    part = info.value.result
+    assert part.configs == CFGS and part.meta["configs_run"] == 4
+    np.testing.assert_array_equal(part.steps, whole.steps)
+    rtol = 8 * np.finfo(float).eps * 60
+    np.testing.assert_allclose(part.loss[:2], whole.loss[:2], rtol=rtol)   # finished: all kept
+    np.testing.assert_allclose(part.loss[2:, :5], whole.loss[2:, :5], rtol=rtol)  # to step 40
+    assert np.isnan(part.loss[2:, 5:]).all()
+
+
+def test_a_chunked_grid_checkpoints_every_chunk_and_resumes_exactly(tmp_path, monkeypatch,
+                                                                    sigint_handled, capsys):
+    ck = tmp_path / "run.npz"
+    _two_chunks(monkeypatch, 60)
+    uninterrupted = gl.train(X, Y, CFGS, steps=60, **KW)
+    real = _sigint_in_second_chunk(monkeypatch, 33)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, checkpoint=ck, checkpoint_every=20, **KW)
+    assert info.value.checkpoint is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.configs-0-1.npz",
+                                                          "run.configs-2-3.npz"]
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", real)
+    from gpulinear import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 2**40)   # more memory now:
+    capsys.readouterr()
+    resumed = gl.train(X, Y, CFGS, steps=60, checkpoint=ck, resume=True, **KW)   # same chunks
+    _assert_same(resumed, uninterrupted)
+    err = capsys.readouterr().err
+    assert "run.configs-0-1.npz from step 60" in err, err          # finished: not trained again
+    assert f"run.configs-2-3.npz from step {info.value.step}" in err, err
+
+
+@pytest.mark.parametrize("name,value", [("diverge_above", True), ("diverge_above", "1e3"),
+                                        ("target", True), ("target", "0.1"),
+                                        ("target", [0.1, True, 0.1, 0.1])])
+def test_numeric_arguments_refuse_booleans_and_strings_naming_the_argument(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a number|{name} must hold numbers"):
+        gl.train(X, Y, CFGS, steps=10, **{name: value}, **KW)
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-13), ("float32", 2e-6)])
+def test_what_grid_composition_may_change_is_bounded_and_divergence_never_leaks(dtype, rtol):
+    """README's isolation guarantee: a config's numbers depend on the rest of the grid only
+    through BLAS blocking (float64 ~1e-14, float32 ~1e-6 relative), and a diverged config
+    changes nothing at all beyond that."""
+    cfgs = gl.grid(depth=[1, 2, 3], lr=[1e-2, 3e-2], init_scale=0.2, seed=[0, 1])
+    blow = gl.grid(depth=2, lr=1e4, init_scale=0.2)
+    ref = gl.train(X, Y, cfgs, steps=200, dtype=dtype, **KW)
+    for grid in (cfgs[:1], cfgs[:5], cfgs + blow, blow + cfgs[:3], cfgs[::-1]):
+        res = gl.train(X, Y, grid, steps=200, dtype=dtype, **KW)
+        for j, c in enumerate(grid):
+            if c in blow:
+                assert res.diverged[j]
+                continue
+            i = cfgs.index(c)
+            assert not res.diverged[j]
+            np.testing.assert_allclose(res.loss[j], ref.loss[i], rtol=rtol)
+            np.testing.assert_allclose(res.end_to_end[j], ref.end_to_end[i], rtol=10 * rtol,
+                                       atol=rtol)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_from_step_0(tmp_path, capsys):
+    gl.train(X, Y, CFGS, steps=10, checkpoint=tmp_path / "run.npz", resume=True, **KW)
+    assert f"no checkpoint at {tmp_path / 'run.npz'} yet: starting from step 0" in \
+        capsys.readouterr().err
+
+
+def test_a_grid_of_1e5_configs_prints_its_estimate_before_allocating(monkeypatch, capsys):
+    from gpulinear import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 4096)     # fails at the plan
+    with pytest.raises(MemoryError):
+        gl.train(X, Y, [CFGS[1]] * 10**5, steps=1000, **KW)
+    err = capsys.readouterr().err
+    assert "100,000 configurations x 1,000 steps: ~" in err and "host memory" in err
+    assert "TFLOP" in err and "GFLOP/s" in err
+
+
+def test_a_signal_in_the_last_segment_is_not_swallowed(tmp_path, monkeypatch, sigint_handled):
+    """Ctrl-C after the last look-in: the run finishes and its checkpoint is written, then
+    TrainingInterrupted carries the whole Result (the caller asked the process to stop)."""
+    whole = gl.train(X, Y, CFGS, steps=30, **KW)
+    real = step.ArrayStep._evaluate
+
+    def evaluate(self, t):
+        if t == 27:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, t)
+    monkeypatch.setattr(step.ArrayStep, "_evaluate", evaluate)
+    ck = tmp_path / "run.npz"
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=30, checkpoint=ck, **KW)
+    assert info.value.step == 30 and info.value.checkpoint == ck
+    _assert_same(info.value.result, whole)
+    with np.load(ck) as z:
+        assert int(z["t"]) == 30
+
+
+@pytest.mark.parametrize("field", [dict(weight_decay=True), dict(init_scale=True),
+                                   dict(optimizer="adam", beta1="0.9"),
+                                   dict(optimizer="adam", eps=True)])
+def test_config_numbers_refuse_booleans_and_strings_naming_the_field(field):
+    name = [k for k in field if k != "optimizer"][0]
+    with pytest.raises(TypeError, match=f"{name} must be a number"):
+        gl.Config(**field)
+    assert gl.Config(optimizer="rmsprop", centered=True).centered     # a real flag stays one
+
+
+def test_a_signal_between_chunks_is_answered_at_the_next_look_in(monkeypatch, sigint_handled):
+    whole = gl.train(X, Y, CFGS, steps=60, **KW)
+    _two_chunks(monkeypatch, 60)
+    real, made = engine._make_step, []
+
+    def make_step(*a, **kw):
+        made.append(1)
+        if len(made) == 2:                             # while the second chunk is set up
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+    monkeypatch.setattr(engine, "_make_step", make_step)
+    with pytest.raises(TrainingInterrupted) as info:
+        gl.train(X, Y, CFGS, steps=60, **KW)
+    part = info.value.result
+    assert info.value.step == 1 and part.meta["configs_run"] == 4    # its first look-in
+    np.testing.assert_allclose(part.loss[:2], whole.loss[:2], rtol=8 * np.finfo(float).eps * 60)

@@ -121,8 +121,13 @@ def test_ctrl_c_in_train_writes_checkpoint_and_partial_result_and_exits_130(tmp_
     argv = _argv(csv, out, "--steps", "2000000", "--log-every", "1000", "--checkpoint", str(ck),
                  "--checkpoint-every", "500")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    child = subprocess.Popen([sys.executable, "-m", "gpulinear.cli", *argv], env=env, cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child even when the suite runs with it ignored (`.ci/run &`)
+    # (a small exec wrapper: preexec_fn would fork a threaded process)
+    reset = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+             "os.execv(sys.argv[1], sys.argv[1:])")
+    child = subprocess.Popen([sys.executable, "-c", reset, sys.executable, "-m", "gpulinear.cli",
+                              *argv], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 20
     while not ck.exists() and time.time() < deadline and child.poll() is None:
         time.sleep(0.05)                                  # training is under way
@@ -166,3 +171,90 @@ def test_reproduce_list_shows_titles(capsys):
     out = capsys.readouterr().out
     assert "Adam (lr 1e-3) on depths 1/2/3, l4 (Fig 4-right)" in out
     assert len(out.strip().splitlines()) == len(EXPERIMENTS)
+
+
+# -- issue 18: never overwrite silently, resume only what exists, one line for bad input --------
+
+def test_out_holding_another_runs_result_is_refused_unless_overwrite(tmp_path, capsys, csv):
+    out = tmp_path / "out"
+    assert main(_argv(csv, out)) == 0
+    before = (out / "result.npz").read_bytes()
+    err = _one_line_exit_2(capsys, _argv(csv, out, "--lr", "3e-2"))
+    assert f"--out {out} already holds result.npz" in err and "--overwrite" in err
+    assert (out / "result.npz").read_bytes() == before
+    assert main(_argv(csv, out, "--lr", "3e-2", "--overwrite")) == 0
+    assert gl.Result.load(out / "result").configs[0].lr == 3e-2
+
+
+def test_a_checkpoint_that_is_a_result_file_is_refused(tmp_path, capsys, csv):
+    out = tmp_path / "out"
+    err = _one_line_exit_2(capsys, _argv(csv, out, "--checkpoint", str(out / "result.npz")))
+    assert "--checkpoint" in err and "result.npz that train writes" in err
+
+
+def test_resume_needs_the_checkpoint_and_resume_or_start_starts_it(tmp_path, capsys, csv):
+    ck, out = tmp_path / "ck.npz", tmp_path / "out"
+    err = _one_line_exit_2(capsys, _argv(csv, out, "--checkpoint", str(ck), "--resume"))
+    assert f"{ck} does not exist" in err and "--resume-or-start" in err
+    assert main(_argv(csv, out, "--checkpoint", str(ck), "--resume-or-start")) == 0
+    assert ck.exists()
+    # the same command again (a requeued job): continues the checkpoint, into its own --out
+    assert main(_argv(csv, out, "--checkpoint", str(ck), "--resume-or-start", "--steps",
+                      "40")) == 0
+    assert "from step 30" in capsys.readouterr().err
+    assert gl.Result.load(out / "result").steps[-1] == 40
+
+
+def test_a_plot_that_cannot_be_written_is_a_warning_after_the_results(tmp_path, capsys, csv,
+                                                                      monkeypatch):
+    def no_space(*a, **kw):
+        raise OSError(122, "Disk quota exceeded")
+    monkeypatch.setattr(gl.Result, "plot", no_space)
+    assert main(_argv(csv, tmp_path / "out")) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "loss.png not written" in err and "quota" in err
+    assert gl.Result.load(tmp_path / "out" / "result").loss.shape == (2, 4)
+
+
+@pytest.mark.parametrize("text,match", [
+    ('[train]\ndiverge_above = "1e3"\n', "diverge_above must be a number"),
+    ("[train]\ndiverge_above = true\n", "diverge_above must be a number"),
+    ("[train]\ntarget = [0.1, 0.2, 0.3]\n", "one value per config"),
+])
+def test_bad_numbers_in_a_sweep_file_are_one_line_and_exit_2(tmp_path, capsys, csv, text, match):
+    pytest.importorskip("tomllib", reason="TOML sweeps need Python >= 3.11 (tomllib)")
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(text)
+    assert match in _one_line_exit_2(capsys, _argv(csv, tmp_path / "out", "--sweep", str(sweep)))
+
+
+def test_nan_in_the_data_is_one_line_and_exit_2(tmp_path, capsys, csv):
+    lines = csv.read_text().splitlines()
+    lines[3] = "nan," + lines[3].split(",", 1)[1]
+    csv.write_text("\n".join(lines) + "\n")
+    err = _one_line_exit_2(capsys, _argv(csv, tmp_path / "out"))
+    assert f"--data {csv}" in err
+
+
+def test_a_held_lock_is_refused_with_the_way_to_take_it_over(tmp_path, capsys, csv):
+    from gpulinear.checkpoint import CheckpointLock
+    ck = tmp_path / "ck.npz"
+    held = CheckpointLock(ck)              # e.g. a job on a machine that was lost
+    with pytest.raises(SystemExit, match=f"in use by process {os.getpid()} .*--break-lock"):
+        main(_argv(csv, tmp_path / "a", "--checkpoint", str(ck)))
+    assert main(_argv(csv, tmp_path / "b", "--checkpoint", str(ck), "--break-lock")) == 0
+    assert "removed the lock" in capsys.readouterr().err and ck.exists()
+    held.release()                         # the old holder's release leaves others' locks alone
+
+
+def test_a_second_signal_while_results_are_written_is_one_line_not_a_traceback(
+        tmp_path, capsys, csv, monkeypatch):
+    from gpulinear import cli
+    from gpulinear.interrupt import Insisted
+
+    def insisted(*a, **kw):
+        raise Insisted(signal.SIGTERM)
+    monkeypatch.setattr(cli, "_save_outputs", insisted)
+    assert main(_argv(csv, tmp_path / "out")) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "interrupted by SIGTERM" in err

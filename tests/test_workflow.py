@@ -51,7 +51,7 @@ def test_ceiling_survives_a_resume(tmp_path):
 
 
 @pytest.mark.parametrize("kw, word", [(dict(diverge_above=0), "diverge_above"),
-                                      (dict(diverge_above="big"), "diverge_above"),
+                                      (dict(diverge_factor=2.0, diverge_above=1.0), "not both"),
                                       (dict(diverge_factor=0.5), "diverge_factor"),
                                       (dict(diverge_above=1.0, diverge_factor=10.0), "not both")])
 def test_ceiling_arguments_checked(kw, word):
@@ -441,3 +441,11 @@ def test_features_of_very_different_scales_warn(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gl.train(Xz, yz, gl.Config(), steps=1)
+
+
+@pytest.mark.parametrize("kw", [dict(diverge_above="big"), dict(diverge_above=True),
+                                dict(diverge_factor="1e3")])
+def test_ceiling_numbers_that_are_not_numbers_are_refused(kw):
+    X, y, _ = unstable_l2()
+    with pytest.raises(TypeError, match=f"{next(iter(kw))} must be a number"):
+        gl.train(X, y, gl.Config(), steps=1, **kw)
