@@ -157,8 +157,10 @@ def to_xarray(result, unstack=False):
         coords[COORD.get(name, name)] = ("config", np.asarray(["none" if v is None else v
                                                                 for v in values]))
     coords["label"] = ("config", np.asarray(cols["label"]))
-    data = {"loss": (("config", "step"), np.asarray(result.loss, dtype=np.float64),
-                     {"long_name": "training loss", "loss": str(result.meta.get("loss"))}),
+    loss_attrs = {"long_name": "training loss"}
+    if "loss" not in swept:
+        loss_attrs["loss"] = str(result.meta.get("loss"))
+    data = {"loss": (("config", "step"), np.asarray(result.loss, dtype=np.float64), loss_attrs),
             "diverged": ("config", np.asarray(result.diverged)),
             "diverged_at": ("config", cols["diverged_at"], {"note": "NaN: did not diverge"}),
             "final_loss": ("config", cols["final_loss"]),

@@ -96,9 +96,10 @@ def speedups(result, baseline=None, by="reach_and_stay", level=None, optimal=Non
     needs to reach the level(s) and the speed-up (analysis.speedups / median_speedup).
 
     baseline: {field: value} that turns a model into its baseline (default {"depth": 1}: each
-    depth against depth 1 with everything else equal).  level: the gap(s) compared at — None:
-    the target (with train(target=...)), else analysis.baseline_levels (the gaps the baseline
-    reaches at 10/25/50/100 % of the run, median speed-up over them); a number or gl.rel(g).
+    depth against depth 1 with everything else equal).  level: the gap compared at — None: the
+    target (with train(target=...)), else "run"; "run": analysis.baseline_levels (the gaps the
+    baseline reaches at 10/25/50/100 % of the run, the median speed-up over them); a number or
+    gl.rel(g).
     Returns a list of dicts (Result.speedups() makes it a DataFrame)."""
     from .result import MODEL_FIELDS, _hashable
     from .export import field_value, swept_fields
@@ -107,13 +108,14 @@ def speedups(result, baseline=None, by="reach_and_stay", level=None, optimal=Non
     unknown = [k for k in baseline if k not in group]
     if unknown:
         raise ValueError(f"baseline: {unknown} are not model fields ({list(group)})")
-    if level is None and result.target is None and by in ("steps_to", "reach_and_stay"):
+    run_levels = level == "run" or (level is None and result.target is None)
+    if run_levels:
+        level = None
+    if run_levels and result.target is None and by in ("steps_to", "reach_and_stay"):
         by = "mean_log_gap"          # no level to reach: rank by the whole curve
     idx = best_indices(result, by, group, level, optimal)
     g = gaps(result, optimal)
-    fixed_levels = None
-    if level is not None or result.target is not None:
-        fixed_levels = levels_of(result, level, optimal)
+    fixed_levels = None if run_levels else levels_of(result, level, optimal)
     key_of = {tuple(_hashable(getattr(result.configs[i], f)) for f in group): i for i in idx}
     shown = [f for f in swept_fields(result) if f in group]
     rows = []

@@ -251,8 +251,9 @@ class Result:
         """A DataFrame, one row per model at its best lr (`by`): steps to the level, its
         baseline's (default baseline={"depth": 1}: the same model at depth 1, at its own best
         lr) and the speed-up = baseline steps / steps (">2x" / "<0.5x" where one never got
-        there).  level None: the target; without one, the gaps the baseline reaches at
-        10/25/50/100 % of the run (median speed-up).  gpulinear.analysis.speedups decides."""
+        there).  level None: the target, without one "run"; "run": the gaps the baseline
+        reaches at 10/25/50/100 % of the run (median speed-up over them); a gap or gl.rel(g).
+        gpulinear.analysis.speedups decides."""
         from . import measures
         from .export import _need
         if optimal is None:

@@ -395,6 +395,8 @@ def test_speedups_per_depth_against_depth_one():
     np.testing.assert_allclose(table["speedup"][:2], [1.0, 2.0])
     assert list(table["text"]) == ["1x", "2x", "<0.8x"]        # 40 / 50 steps: a bound
     assert np.isnan(table["steps"][2])
+    run = res.speedups(level="run")          # the baseline's gaps at 10/25/50/100 % of the run
+    assert run["text"][1].endswith("(median over levels)") and run["speedup"][1] > 1
 
 
 def test_rel_targets_per_loss_and_meta():
