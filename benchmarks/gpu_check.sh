@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# GPU check for a session with one CUDA GPU (written for one H200): under 8 minutes, downloads
-# nothing.  Prints the device, runs every test marked `gpu`, then benchmarks/bench_gpu.py with a
-# budget that leaves a margin, and prints one short summary table.
+# GPU check for a session with one CUDA GPU (H100 or H200): ONE script, under 8 minutes, downloads
+# nothing.  The device machines have NO network: pip cannot reach PyPI there, so CuPy and
+# numba-cuda[cu12|cu13] must already be importable (a virtual environment carried over with the
+# repository, PYTHON=<its python>) or installable from a carried folder of wheels
+# (GPULINEAR_WHEELS, --no-index).  In order, each step with its own timeout so one hang cannot
+# eat the slot: the device and `gpulinear info` (which compiles and loads both fused-step kernels
+# and says which step a call takes), benchmarks/timing_split.py (CUDA events around graphs of
+# the X-pass alone, the update alone and the whole step: where the time goes, no nsys), every
+# test marked `gpu`, then benchmarks/bench_gpu.py with what is left, and one summary table.
 #   bash benchmarks/gpu_check.sh                 # from anywhere; PYTHON=... to pick the interpreter
 #   GPULINEAR_WHEELS=/path/to/wheels bash benchmarks/gpu_check.sh   # install CuPy/numba-cuda from there
 # Outputs: benchmarks/gpu_check.json (every benchmark number, rewritten after each point),
-# benchmarks/gpu_check.log (everything printed).
+# benchmarks/timing_split.json, benchmarks/gpu_check.log (everything printed).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -45,12 +51,18 @@ if [ -n "$missing" ]; then
         echo "  (or carry the wheels in a folder and set GPULINEAR_WHEELS to it)"
     fi
 fi
-"$PY" -c "import gpulinear.cuda as c; print(c.format_device_info())"
+timeout 120 "$PY" -c "import gpulinear.cuda as c; print(c.format_device_info())" \
+    || echo "gpu_check: device info failed or timed out (120 s)"
+
+echo "== timing split: X-pass vs update, CUDA events around graphs  ($(elapsed) s)"
+timeout 120 "$PY" benchmarks/timing_split.py --B 60 1024 8192 --json benchmarks/timing_split.json
+rc_split=$?
+[ "$rc_split" -eq 124 ] && echo "gpu_check: the timing split hit its 120 s timeout (JSON has the finished points)"
 
 echo "== pytest -m gpu  ($(elapsed) s)"
-timeout 150 "$PY" -m pytest -m gpu -q -rs --durations=8 -p no:cacheprovider
+timeout 120 "$PY" -m pytest -m gpu -q -rs --durations=8 -p no:cacheprovider
 rc_tests=$?
-[ "$rc_tests" -eq 124 ] && echo "gpu_check: pytest -m gpu hit its 150 s timeout"
+[ "$rc_tests" -eq 124 ] && echo "gpu_check: pytest -m gpu hit its 120 s timeout"
 
 # The benchmark gets what is left up to TOTAL - 20 s; its --budget keeps 45 s of that back for the
 # call in flight when the budget runs out (and JAX's start), `timeout` is the hard stop.
@@ -66,5 +78,5 @@ echo "== summary  ($(elapsed) s)"
 if [ -f benchmarks/gpu_check.json ]; then
     "$PY" benchmarks/bench_gpu.py --summary benchmarks/gpu_check.json
 fi
-echo "gpu_check: pytest -m gpu rc=$rc_tests, bench rc=$rc_bench, $(elapsed) s in all"
+echo "gpu_check: timing split rc=$rc_split, pytest -m gpu rc=$rc_tests, bench rc=$rc_bench, $(elapsed) s in all"
 [ "$rc_tests" -eq 0 ] && [ "$rc_bench" -eq 0 ]

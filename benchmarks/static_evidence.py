@@ -14,13 +14,21 @@ a. Every kernels/*.cu, as the loader hands it to NVRTC (gpulinear.cuda._loader.k
 b. The Numba update kernel (gpulinear/cuda/update.py, when present: its
    `kernel_signatures()` -> [(label, py_func, numba signature)] if it has one, else kernel().py_func
    typed from the arguments kernel_args() builds for a small packed grid): compile_ptx(...,
-   cc=(9, 0)), then ptxas -v (and the SASS loop mix when cuobjdump is found).  Skipped, with the
+   cc=(9, 0)), then ptxas -v, or nvJitLink (-Xptxas=-v) where this ptxas is older than the PTX
+   ISA numba-cuda emits (the PTX is never rewritten), and the SASS loop mix when cuobjdump is
+   found.  Skipped, with the
    reason, when the module or that function is missing or numba cannot find NVRTC/libNVVM.
 c. A roofline ESTIMATE of one training step (depth 3, width 1, l4, Ethanol, float32, k = 1) for
-   B = 1024 and 8192: the X-pass's flops and L2 bytes from its tile plan
+   B = 60 (the Fig-3 grid), 1024, 8192 and 10^6: the X-pass's flops and L2 bytes from its tile plan
    (gpulinear.cuda.xpass.plan_xpass when it exists, else --tr/--tm/--splits/--threads), the
    update kernel's bytes, waves over 132 SMs, the FFMA share of the X-pass's hot loop as an
    issue-rate ceiling, and an assumed 2.5 us per graph-replayed kernel node.
+d. The estimate re-derived (issue 17): the update kernel priced by LATENCY, not bytes (a chain
+   of dependent L2 round trips, warp-shuffle steps and barriers per config, times the rounds of
+   configs the SMs hold at once from the kernel's registers), the old one-block-per-config kernel
+   and the new one-warp-per-config kernel side by side, and a JAX jit(vmap)+scan peer priced the
+   same way (its GEMMs at an assumed cuBLAS efficiency, Z and D through L2 or HBM, one graph
+   node per XLA kernel).  Old vs new table for B = 60, 1024, 8192, 10^6.
 Nothing is downloaded or run on a GPU.
 """
 from __future__ import annotations
@@ -167,18 +175,28 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
                          "(pip install 'numba-cuda[cu13]')")
             continue
         path = os.path.join(workdir, f"update_{len(rows)}.ptx")
-        # numba-cuda's NVVM may be newer than this ptxas (PTX ISA 9.5 vs 9.0 for CUDA 13.0);
-        # the kernel uses nothing newer than 9.0, so state the version ptxas reads
-        ptx = re.sub(r"^\.version \d+\.\d+", f".version {ptxas_isa(ptxas)}", ptx, count=1,
-                     flags=re.M)
         with open(path, "w") as fh:
-            fh.write(ptx)
+            fh.write(ptx)                          # as numba-cuda emits it: .version not rewritten
         cubin = path[:-4] + ".cubin"
-        proc = subprocess.run([ptxas, f"-arch={ARCH}", "-v", path, "-o", cubin],
-                              capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            notes.append(f"{label}: ptxas failed: {proc.stderr.strip()[:300]}")
-            continue
+        need = re.search(r"^\.version (\d+\.\d+)", ptx, re.M).group(1)
+        have = ptxas_isa(ptxas)
+        if tuple(map(int, need.split("."))) > tuple(map(int, have.split("."))):
+            # this ptxas cannot read numba-cuda's PTX ISA: assemble it with nvJitLink, as
+            # numba-cuda itself links where the driver is older than its PTX
+            log, err = nvjitlink_cubin(ptx, cubin)
+            if err:
+                notes.append(f"{label}: PTX ISA {need} is newer than ptxas's {have}, and "
+                             f"nvJitLink failed: {err}")
+                continue
+            notes.append(f"PTX ISA {need} (numba-cuda's NVVM) is newer than this ptxas's "
+                         f"{have}: assembled with nvJitLink (-Xptxas=-v), version not rewritten")
+            proc = subprocess.CompletedProcess([], 0, log, "")
+        else:
+            proc = subprocess.run([ptxas, f"-arch={ARCH}", "-v", path, "-o", cubin],
+                                  capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                notes.append(f"{label}: ptxas failed: {proc.stderr.strip()[:300]}")
+                continue
         report = sass.parse_ptxas(proc.stdout + proc.stderr)
         mixes, why = loop_mix(cubin, cuobjdump)
         for row in kernel_rows("gpulinear/cuda/update.py (Numba)", report, mixes):
@@ -187,6 +205,34 @@ def numba_update_rows(workdir, ptxas, cuobjdump):
         if why:
             notes.append(why)
     return rows, "; ".join(dict.fromkeys(notes))
+
+
+def nvjitlink_cubin(ptx, cubin_path):
+    """(ptxas-style info log, error): assemble `ptx` for sm_90 with nvJitLink (cuda-bindings;
+    numba-cuda[cu13] installs it) and write the cubin."""
+    try:
+        from cuda.bindings import nvjitlink
+    except Exception as exc:
+        return "", f"no nvJitLink bindings ({type(exc).__name__}: {exc})"
+    handle = nvjitlink.create(3, [f"-arch={ARCH}", "-verbose", "-Xptxas=-v"])
+    try:
+        data = ptx.encode()
+        nvjitlink.add_data(handle, nvjitlink.InputType.PTX, data, len(data), "update.ptx")
+        try:
+            nvjitlink.complete(handle)
+        except Exception as exc:
+            buf = bytearray(nvjitlink.get_error_log_size(handle))
+            nvjitlink.get_error_log(handle, buf)
+            return "", f"{type(exc).__name__}: {buf.decode(errors='replace')[:300]}"
+        buf = bytearray(nvjitlink.get_info_log_size(handle))
+        nvjitlink.get_info_log(handle, buf)
+        out = bytearray(nvjitlink.get_linked_cubin_size(handle))
+        nvjitlink.get_linked_cubin(handle, out)
+        with open(cubin_path, "wb") as fh:
+            fh.write(out)
+        return buf.decode(errors="replace"), ""
+    finally:
+        nvjitlink.destroy(handle)
 
 
 def update_signatures(mod):
@@ -325,6 +371,116 @@ def roofline(args, kernel_info):
                 v = c[key] * (1e6 if key in us else 1)
                 vals.append(f.format(v))
         lines.append(f"| {label} (ESTIMATE) | " + " | ".join(vals) + f" | {why} |")
+    return lines, cols
+
+
+# ---- part d: latency pricing (ESTIMATES; every constant is an assumption, stated) ---------------
+
+T_RT = 0.2e-6        # one dependent global load that hits L2: ~260-300 cycles at ~1.7 GHz plus
+                     # queueing (range 0.15-0.3 us)
+T_SHFL = 0.02e-6     # one warp-shuffle step (shfl.sync latency ~25-35 cycles)
+T_BAR = 0.05e-6      # one __syncthreads of a 128-thread block, with the skew of its 4 warps
+T_FP64 = 0.1e-6      # the optimizer's float64 arithmetic of one element (gd: a few DFMAs)
+OLD_UPDATE = dict(registers=98, threads=128, barriers=21, round_trips=45)   # issue 17's reading
+NEW_UPDATE = dict(round_trips=4, shuffle_steps=20, syncwarps=2)             # width-1 fast path
+CUBLAS_EFF = {"large": 0.75, "k_small": 0.6, "split_k": 0.5, "tiny": 0.15}  # of 67 TFLOP/s
+
+
+def _resident_blocks(regs, threads, smem=0):
+    per_thread = 8 * math.ceil(regs / 8)
+    return max(1, min(H200["regs_per_sm"] // (per_thread * threads),
+                      H200["threads_per_sm"] // threads, H200["blocks_per_sm"],
+                      H200["smem_per_sm"] // max(smem, 1) if smem else 99))
+
+
+def update_old(B):
+    """One 128-thread block per config; per block a chain of barriers and dependent L2 round
+    trips (the review's count for the landed kernel); rounds of resident blocks."""
+    o = OLD_UPDATE
+    per_sm = _resident_blocks(o["registers"], o["threads"])
+    rounds = math.ceil(B / (H200["sms"] * per_sm))
+    t_block = o["barriers"] * T_BAR + o["round_trips"] * T_RT
+    return rounds * t_block, dict(per_sm=per_sm, rounds=rounds, t_unit=t_block)
+
+
+def update_new(B, regs, configs_per_block=4):
+    """One warp per config, configs_per_block warps a block; the width-1 fast path's chain:
+    ~4 dependent L2 round trips (bookkeeping loads; offsets; Gpart/theta; state/scratch),
+    4 warp reductions of 5 shuffle steps, 2 __syncwarp, the float64 update."""
+    n = NEW_UPDATE
+    blocks = _resident_blocks(regs, 32 * configs_per_block)
+    per_sm = blocks * configs_per_block
+    rounds = math.ceil(B / (H200["sms"] * per_sm))
+    t_warp = n["round_trips"] * T_RT + n["shuffle_steps"] * T_SHFL + n["syncwarps"] * 0.01e-6 \
+        + T_FP64
+    return rounds * t_warp, dict(per_sm=per_sm, rounds=rounds, t_unit=t_warp)
+
+
+def jax_peer(B, m, d, node_s):
+    """jit(vmap(step)) under lax.scan at "highest" precision: per step ~6.5 XLA kernels
+    (W_e product, GEMM Z = W_e X^T, the lp epilogue loop fusion, GEMM G = D X (split-K: its
+    output is only B x d), the layer update fusion, the loss reduction), each one graph node
+    (XLA command buffers), the GEMMs at an assumed cuBLAS FP32 efficiency for their shapes, and
+    Z and D (B x m) written and read through L2 (<= 40 MB) or HBM."""
+    gemm = 2 * m * d * B
+    if B < 256:
+        eff1 = eff2 = CUBLAS_EFF["tiny"]
+    else:
+        eff1, eff2 = (CUBLAS_EFF["k_small"] if B < 4096 else CUBLAS_EFF["large"],
+                      CUBLAS_EFF["split_k"])
+    t_gemm = gemm / (eff1 * H200["fp32_flops"]) + gemm / (eff2 * H200["fp32_flops"])
+    zd = 4 * B * m * 4                       # Z written, Z read, D written, D read (float32)
+    bw = H200["l2_bytes_per_s"] if B * m * 4 * 2 <= 40e6 else H200["hbm_bytes_per_s"]
+    t_mem = zd / bw
+    t_nodes = 6.5 * node_s
+    return t_gemm + t_mem + t_nodes, dict(t_gemm=t_gemm, t_mem=t_mem, t_nodes=t_nodes)
+
+
+def latency_table(args, cols, upd_row):
+    """Part d: markdown lines (every number an ESTIMATE)."""
+    import gpulinear as gl
+    X, _ = gl.datasets.ethanol()
+    m, d = X.shape
+    regs = (upd_row or {}).get("registers") or 148
+    regs_src = "part b" if upd_row and upd_row.get("registers") else "ASSUMED (part b missing)"
+    node = args.node_us * 1e-6
+    floor = 4 * m * d / H200["fp32_flops"]
+    head = ["| B | X-pass us | update us, old -> new | step us, old -> new | config-steps/s, "
+            "old -> new | % FP32 floor, old -> new | JAX peer us (config-steps/s) | new / JAX |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows, notes = [], []
+    for B in args.B:
+        if B not in cols:
+            continue
+        tx = cols[B]["t_x"]
+        uo, io = update_old(B)
+        un, inew = update_new(B, regs)
+        so, sn = tx + uo + 2 * node, tx + un + 2 * node
+        tj, ij = jax_peer(B, m, d, node)
+        ro, rn, rj = B / so, B / sn, B / tj
+        rows.append(f"| {B:,} (ESTIMATE) | {tx * 1e6:.1f} | {uo * 1e6:.1f} -> {un * 1e6:.1f} | "
+                    f"{so * 1e6:.1f} -> {sn * 1e6:.1f} | {ro / 1e6:.1f} M -> {rn / 1e6:.1f} M | "
+                    f"{100 * ro * floor:.0f} % -> {100 * rn * floor:.0f} % | "
+                    f"{tj * 1e6:.0f} ({rj / 1e6:.1f} M) | {rn / rj:.1f}x |")
+        notes.append(f"B = {B:,}: update old {io['rounds']} round(s) of {io['per_sm']} blocks/SM x "
+                     f"{io['t_unit'] * 1e6:.1f} us; new {inew['rounds']} round(s) of "
+                     f"{inew['per_sm']} warps/SM x {inew['t_unit'] * 1e6:.2f} us; JAX GEMMs "
+                     f"{ij['t_gemm'] * 1e6:.0f} us, Z/D {ij['t_mem'] * 1e6:.0f} us, nodes "
+                     f"{ij['t_nodes'] * 1e6:.0f} us")
+        if B == 60:
+            notes.append(f"Fig-3 grid (60 configs in one call) x 100,000 steps: old "
+                         f"{so * 1e5:.2f} s -> new {sn * 1e5:.2f} s (goal < 1 s); JAX peer "
+                         f"{tj * 1e5:.1f} s")
+    lines = head + rows
+    lines += ["", "Every cell is an ESTIMATE (no GPU ran). Per B:"] + [f"- {n}" for n in notes]
+    lines += ["", f"Constants (assumed): dependent L2 round trip {T_RT * 1e6:.2f} us, shuffle "
+              f"step {T_SHFL * 1e6:.2f} us, block barrier {T_BAR * 1e6:.2f} us, float64 update "
+              f"{T_FP64 * 1e6:.2f} us, {args.node_us:g} us per graph kernel node (2 per step "
+              f"for ours, 6.5 for JAX); old update kernel {OLD_UPDATE}; new update kernel "
+              f"{regs} registers ({regs_src}), 4 configs (warps) per 128-thread block, chain "
+              f"{NEW_UPDATE}; JAX cuBLAS FP32 efficiencies {CUBLAS_EFF}. The X-pass column is "
+              "part c's (the same for old and new here: its own changes are priced there).",
+              f"FP32 floor: {1 / floor / 1e6:.1f} M config-steps/s (4 m d flops at 67 TFLOP/s)."]
     return lines
 
 
@@ -332,7 +488,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cuobjdump", default=None, help="path of cuobjdump (else PATH, pip wheels)")
     ap.add_argument("--nvcc", default=None)
-    ap.add_argument("--B", type=int, nargs="+", default=[1024, 8192])
+    ap.add_argument("--B", type=int, nargs="+", default=[60, 1024, 8192, 1000000])
     ap.add_argument("--tr", type=int, default=64, help="X-pass rows per block (no plan_xpass)")
     ap.add_argument("--tm", type=int, default=32, help="X-pass examples per tile (no plan_xpass)")
     ap.add_argument("--splits", type=int, default=0, help="X-pass example splits; 0: auto")
@@ -373,12 +529,19 @@ def main(argv=None):
     out += ["", "FMA share = FFMA (float) or DFMA (double) instructions / all instructions of the "
             "hottest innermost loop (the loop body between a backward branch and its target; "
             "NOPs not counted).", "",
-            "### b. Numba update kernel (numba.cuda.compile_ptx, cc 9.0, then ptxas -v)", ""]
+            "### b. Numba update kernel (numba.cuda.compile_ptx, cc 9.0, then ptxas -v, or "
+            "nvJitLink where ptxas is older than the PTX)", ""]
     out += [resources_table(b_rows)] if b_rows else []
     out += [f"- {b_note}"] if b_note else []
     info = {r["kernel"]: r for r in rows}
     out += ["", "### c. Roofline ESTIMATE: one step, depth 3, width 1, l4, Ethanol (m 2565, d 128), "
-            "float32, k = 1", ""] + roofline(args, info)
+            "float32, k = 1", ""]
+    roof_lines, cols = roofline(args, info)
+    out += roof_lines
+    upd = next((r for r in b_rows if "float32" in r["kernel"]), None)
+    out += ["", "### d. The estimate re-derived: the update kernel priced by latency, old vs new, "
+            "and a JAX jit(vmap)+scan peer priced the same way (depth 3, width 1, l4, gd, "
+            "Ethanol, float32)", ""] + latency_table(args, cols, upd)
     out += ["", "Every number above is an ESTIMATE from instruction counts and published or "
             "assumed H200 figures (132 SMs, 67 TFLOP/s FP32, ~6 TB/s L2 assumed); no kernel ran."]
     print("\n".join(out))

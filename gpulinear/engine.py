@@ -62,8 +62,10 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     the available memory runs in chunks (gpulinear.memory), each with its own checkpoint.
     fused (CUDA only): None — calls whose losses are
     all lp run in the fused step (gpulinear.cuda.step: two kernels per step, CUDA graphs), and
-    fall back to the array step on CuPy, with a message, where it cannot run; True — the same but
-    an error instead of the fallback; False — always the array step on CuPy.
+    fall back to the array step on CuPy, with a message (and the reason in
+    Result.meta["fused_fallback"]), where it cannot run or its kernels do not compile or load
+    (both are compiled when the step is built, before step 1); True — the same but an error
+    instead of the fallback; False — always the array step on CuPy.
     gram: l2 configs through the Gram matrix (gpulinear.gram: exact algebra, 2 k d^2 flops per
     config-step instead of 4 m d k); None — where it is cheaper, d < m; True / False — always /
     never (False: every config on the data path, the passes over the m examples).  On CUDA it
@@ -395,6 +397,7 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, g
     if which == "numpy":
         return ArrayStep(np, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
     p_of = [config_loss(c, loss).p for c in configs]
+    why_not = None
     if fused is not False and None not in p_of:
         try:
             if gram_on and set(p_of) == {2.0}:
@@ -405,17 +408,23 @@ def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, g
                 return step
             return _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit)
         # no numba-cuda (ImportError), no GPU for Numba or no NVRTC (RuntimeError, which
-        # cuda-pathfinder's DynamicLibNotFoundError is), a shape the kernels refuse (ValueError)
+        # cuda-pathfinder's DynamicLibNotFoundError is), a kernel that does not compile, link or
+        # load (cuda.step.KernelLoadError, a RuntimeError: the step compiles both when built),
+        # a shape the kernels refuse (ValueError)
         except (ImportError, RuntimeError, ValueError) as exc:
             if fused:
                 raise
-            print(f"gpulinear: fused CUDA step not used ({type(exc).__name__}: {exc}); "
+            why_not = f"{type(exc).__name__}: {exc}"
+            print(f"gpulinear: fused CUDA step not used ({why_not.splitlines()[0][:300]}); "
                   "array step on CuPy", file=sys.stderr)
     elif fused:
         raise ValueError("fused=True: the fused CUDA step takes lp losses only; this call has "
                          "softmax cross-entropy configs (use fused=None)")
     import cupy
-    return ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+    step = ArrayStep(cupy, X64, Y64, configs, loss, dt, rec, targets, limit, gram=gram_on)
+    if why_not is not None:                      # Result.meta says why the fused step did not run
+        step.meta = dict(getattr(step, "meta", None) or {}, fused_fallback=why_not)
+    return step
 
 
 def _new_cuda_step(X64, Y64, configs, loss, dt, rec, targets, limit):

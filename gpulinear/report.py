@@ -539,8 +539,9 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
 # threads on shared cores CPU time per step was 4-5x larger (threads spin), hence 1 thread.
 # fig2 since issue 16 runs 24 one-config buckets (Eq 12 from each net's own product): a quick
 # run on 2026-12-07 did 0.48M config-steps in 68 CPU-s under load (7.1k per CPU-s); 10k assumed
-# for a quiet core.  atlas: no measured rate yet, the slowest rate below is used.
-FULL_RATES = {"fig2": 10_000, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
+# for a quiet core.  atlas: its quick run's grid did 1.0M config-steps in 75 CPU-s under load
+# (13.3k per CPU-s); 15k assumed for a quiet core.
+FULL_RATES = {"fig2": 10_000, "atlas": 15_000, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
               "fig5_left": 32_900}
 # Experiments that are not grids of gl.train calls: seconds per mode, full: the published
 # full run's wall times rounded up (sec3 14 s, sec7 13 s, theorem2 7 s); fig5_right: its full-cpu mode

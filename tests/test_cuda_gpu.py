@@ -159,3 +159,19 @@ def test_xpass_kernel_matches_twin_on_gpu(dtype):
         scale = np.sqrt(m) * np.finfo(dtype).eps * 64
         assert rel_err(cupy.asnumpy(L), Lt) <= scale
         assert rel_err(cupy.asnumpy(G)[:, :, :d], Gt) <= scale
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_xpass_occupancy_on_the_device_is_what_the_planner_assumes(dtype):
+    """CuPy's occupancy API for the compiled gl_xpass (NVRTC's ptxas, this GPU's shared memory)
+    gives the blocks per SM plan_xpass assumes from the pure-Python calculator (4 on sm_90);
+    the kernel's registers are within __launch_bounds__'s 128."""
+    from gpulinear.cuda.xpass import MIN_BLOCKS, device_blocks_per_sm, load_kernel
+    kernel = load_kernel(dtype)
+    print(f"gl_xpass<{dtype}>: {kernel.num_regs} registers, "
+          f"{device_blocks_per_sm(dtype)} blocks/SM on {cupy.cuda.runtime.getDeviceProperties(0)['name']}")
+    assert kernel.num_regs <= 65536 // (128 * MIN_BLOCKS[dtype])
+    if cupy.cuda.Device().compute_capability == "90":
+        assert device_blocks_per_sm(dtype) == MIN_BLOCKS[dtype]
+    else:
+        assert device_blocks_per_sm(dtype) >= 1

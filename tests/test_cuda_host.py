@@ -150,9 +150,57 @@ def test_plan_chunks_too_big_is_a_clear_error():
 
 def test_device_info_says_why():
     info = glc.device_info()
-    assert set(info) >= {"available", "why", "cupy", "numba_cuda", "tf32"}
+    assert set(info) >= {"available", "why", "cupy", "numba_cuda", "tf32", "driver", "libraries",
+                         "step"}
+    assert set(info["libraries"]) == {"nvrtc", "nvvm", "nvJitLink"}
     text = glc.format_device_info(info)
+    for name in ("CUDA driver:", "nvrtc:", "nvvm:", "nvJitLink:", "would take:"):
+        assert name in text, text
     if not info["available"]:
         assert "unavailable" in text and info["why"] in text
+        assert info["step"].startswith("numpy")
     else:
-        assert info["name"] in text
+        assert info["name"] in text and "runtime CUDA" in text
+
+
+def test_cuda_extras_bring_the_run_time_compilers():
+    """cuda12 / cuda13 install numba-cuda with its own [cu12] / [cu13] extra (libNVVM,
+    nvJitLink): plain numba-cuda finds no libNVVM and cannot compile the update kernel."""
+    import pathlib
+    import re
+    tomllib = pytest.importorskip("tomllib", reason="Python >= 3.11 reads pyproject.toml")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for major in ("12", "13"):
+        reqs = extras[f"cuda{major}"]
+        assert any(re.match(rf"cupy-cuda{major}x\b", r) for r in reqs), reqs
+        assert any(re.match(rf"numba-cuda\[cu{major}\]", r) for r in reqs), reqs
+
+
+def test_cuda_package_imports_nothing_from_the_engine():
+    """gpulinear.cuda is below the engine: the engine picks a step, the step never calls back."""
+    import ast
+    import pathlib
+    folder = pathlib.Path(glc.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")] + \
+                    [f"{'.' * node.level}{node.module or ''}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            assert not any(n.split(".")[-1] == "engine" or ".engine" in n for n in names), \
+                (path.name, names)
+
+
+def test_update_launch_shape_warp_per_config_and_eq10_shared_memory():
+    from gpulinear.cuda.update import update_launch_shape
+    assert update_launch_shape(10, 1, False, 4) == ((3,), (128,), 0)
+    assert update_launch_shape(8, 3, True, 2) == ((4,), (64,), 2 * 8 * (5 * 9 + 3))
+    # k = 16: 10.1 KiB of float64 scratch a warp, so at most 4 warps in a block's 48 KiB
+    grid, block, shared = update_launch_shape(10, 16, True, 8)
+    assert block == (128,) and grid == (3,) and shared == 4 * 8 * (5 * 256 + 16) <= 48 * 1024
+    with pytest.raises(ValueError, match="configs_per_block"):
+        update_launch_shape(10, 1, False, 0)

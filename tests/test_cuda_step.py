@@ -88,7 +88,8 @@ def test_launches_per_step_and_argument_layouts(k, dtype):
         assert a.kind == "array" and a.shape == shape and a.dtype == dt, (pos, a)
         assert c_contiguous(a), (pos, a)
     upd = next(launch for launch in launcher.launches if launch.name == "update")
-    assert upd.grid == (C,)
+    from gpulinear.cuda.update import CONFIGS_PER_BLOCK
+    assert upd.grid == (-(-C // CONFIGS_PER_BLOCK),) and upd.block == (32 * CONFIGS_PER_BLOCK,)
     packed_types = {"theta": dtype, "state": dtype, "hyper": dtype, "work": dtype, "p": dtype,
                     "target": dtype, "log": dtype, "count": "int64", "opt": "int32",
                     "e2e": "int32", "depth": "int32", "dims": "int32", "poff": "int64",
@@ -129,12 +130,12 @@ class TwinLauncher:
         clock[0] += 1
         self.calls += 1
 
-    def numba(self, name, kernel, grid, block, args):
+    def numba(self, name, kernel, grid, block, args, shared_mem=0):
         assert name == "update"
         self.calls += 1
         if self.numba_kernel:
             from gpulinear.cuda.update import kernel as update_kernel
-            update_kernel()[grid, (32,)](*args)
+            update_kernel()[grid, block, 0, shared_mem](*args)
             return
         from gpulinear.cuda.layout import Packed
         Gpart, Lpart, W = args[:3]
@@ -242,7 +243,8 @@ class EmuLauncher(TwinLauncher):
         (W, ldw, X, ldx, Yt, prow, Gpart, ldg, Lpart, R, m, d, k, mps, clock) = args
         plan = SimpleNamespace(dtype=W.dtype.name, R=int(R), m=int(m), d=int(d), k=int(k),
                                m_per_split=int(mps), splits=Gpart.shape[0], ldw=int(ldw),
-                               ldx=int(ldx), ldg=int(ldg), grid=grid, block=block)
+                               ldx=int(ldx), ldg=int(ldg), grid=grid, block=block,
+                               shared_bytes=int(shared_mem))
         from gpulinear.cuda._loader import kernel_source
         exe = harness.build(kernel_source("xpass.cu"), plan.dtype)
         out = harness.run_xpass(exe, plan, W, X, Yt, prow, Gpart, use_clock=True,
@@ -349,3 +351,59 @@ def test_all_l2_calls_run_the_fused_step_on_the_gram_data(monkeypatch):
     plain = train_through_cuda_step(monkeypatch, TwinLauncher(), X, Y, cfgs, gram=False, **kw)
     assert plain.meta["step"] == "cuda-fused" and "gram_rows" not in plain.meta
     assert_same_run(plain, ref, rtol=1e-12)
+
+
+class RecordingReplay:
+    """Stands in for gpulinear.cuda.graph.Replay on the CPU: runs every piece (so the
+    RecordingLauncher sees the launches in order) and records, per graph key, how many launches
+    the piece held and how often it ran."""
+    enabled, fallback_reason = True, None
+
+    def __init__(self, launcher):
+        self.launcher, self.nodes, self.runs, self.replays = launcher, {}, {}, 0
+
+    def run(self, key, launches):
+        before = len(self.launcher.launches)
+        launches()
+        n = len(self.launcher.launches) - before
+        assert self.nodes.setdefault(key, n) == n, key        # a key is one fixed launch sequence
+        self.replays += key in self.runs
+        self.runs[key] = self.runs.get(key, 0) + 1
+
+
+def test_graphs_stay_small_whatever_log_every():
+    """A segment of n steps is replayed as a fixed GRAPH_STEPS-step graph (n - 1) // K times,
+    one remainder piece and the last step, in the flat launch order (lead update, then X-pass /
+    update pairs, the last update evaluate-only): the graphs' sizes do not grow with log_every."""
+    from gpulinear.cuda.step import GRAPH_STEPS as K
+    X, Y = problem(1)
+    cfgs = mixed(1)[:3]
+    steps = 1203
+    biggest = {}
+    for log_every in (3, 2 * K, 1000):
+        launcher = RecordingLauncher()
+        replay = RecordingReplay(launcher)
+        step = CudaStep(X, Y, cfgs, gl.Lp(4), np.dtype("float32"),
+                        record_steps(steps, log_every), None, np.inf, xp=np, launcher=launcher,
+                        replay=replay)
+        step.xp = Forbidden()
+        ends = segment_ends(0, steps, log_every)
+        for end in ends:
+            step.advance_to(end, steps)
+        biggest[log_every] = max(replay.nodes.values())
+        assert set(replay.nodes) <= {("lead",), ("last",)} | {("steps", r)
+                                                               for r in range(1, K + 1)}
+        assert len(replay.nodes) <= 5              # lead, K steps, <= 2 remainders, last
+        if log_every >= 2 * K:
+            assert replay.runs[("steps", K)] >= (log_every - 1) // K
+        # the flat order: per segment [update(1)], (xpass, update(1)) x (n - 1), xpass, update(0)
+        names = [(launch.name, launch.args[-1].value if launch.name == "update" else None)
+                 for launch in launcher.launches]
+        want, t = [], 0
+        for i, end in enumerate(ends):
+            n = end - t + (0 if i else 1)
+            want += ([("update", 1)] if i else []) + [("xpass", None), ("update", 1)] * (n - 1) \
+                + [("xpass", None), ("update", 0)]
+            t = end
+        assert names == want, log_every
+    assert biggest[1000] == biggest[2 * K] == 2 * K                # K steps, 2 launches each

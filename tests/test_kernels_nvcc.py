@@ -89,3 +89,22 @@ def test_compiles_without_warnings_or_spills(name, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
+
+
+@needs_nvcc
+def test_xpass_registers_and_occupancy_are_what_the_planner_assumes(tmp_path):
+    """gpulinear.cuda.xpass.REGISTERS is what ptxas measures for sm_90 (the command: compile_cu,
+    i.e. `nvcc -arch=sm_90 -Xptxas -v --cubin` on the loader's source), and with them and the
+    block's shared memory the occupancy calculator gives the blocks per SM that
+    __launch_bounds__ plans for (MIN_BLOCKS): the splits plan_xpass picks rest on these."""
+    from gpulinear.cuda import xpass
+    rc, text, report = compile_cu("xpass.cu", tmp_path)
+    assert rc == 0, text
+    names = demangle(list(report))
+    got = {short(names[k]): rec["registers"] for k, rec in report.items()}
+    for dt, ctype in (("float32", "float"), ("float64", "double")):
+        regs = got[f"gl_xpass<{ctype}>"]
+        print(f"gl_xpass<{ctype}>: {regs} registers, {xpass.shared_bytes(dt)} B shared, "
+              f"{xpass.blocks_per_sm(regs, xpass.shared_bytes(dt))} blocks/SM")
+        assert regs == xpass.REGISTERS[dt], (dt, regs)
+        assert xpass.blocks_per_sm(regs, xpass.shared_bytes(dt)) == xpass.MIN_BLOCKS[dt]

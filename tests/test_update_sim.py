@@ -28,7 +28,7 @@ from gpulinear.losses import config_loss  # noqa: E402
 
 pytestmark = pytest.mark.sim
 
-THREADS = 32
+CONFIGS_PER_BLOCK = 2      # 64 simulator threads a block: two warps on different configs
 
 
 def kernel_update(packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit):
@@ -37,17 +37,17 @@ def kernel_update(packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, 
     packed = layout.Packed(*(a.copy() for a in packed))
     W = W.copy()
     update.launch_update(Launcher(), packed, Gpart, Lpart, W, clock, S, m, k, d, steps,
-                         log_every, limit, threads=THREADS)
+                         log_every, limit, configs_per_block=CONFIGS_PER_BLOCK)
     return packed, W
 
 
-def random_launch(k, dtype, t, steps, seed):
-    """A packed mixed grid with random state, counts, G and L parts, and the special cases on
-    three extra configs F, F + 1, F + 2 (so every optimizer of the grid still steps): F frozen,
-    F + 1 a non-finite loss, F + 2 a non-finite W_e; targets: 3 and 6 crossed now, 7 not,
-    5 already reached.  Returns the kernel/twin arguments."""
-    d, S, m = 5, 2, 20
-    cfgs = up.mixed_grid(k)
+def random_launch(k, dtype, t, steps, seed, d=5, cfgs=None):
+    """A packed grid (default up.mixed_grid(k)) with random state, counts, G and L parts, and
+    the special cases on three extra configs F, F + 1, F + 2 (so every optimizer of the grid
+    still steps): F frozen, F + 1 a non-finite loss, F + 2 a non-finite W_e; targets: 3 and 6
+    crossed now, 7 not, 5 already reached.  Returns the kernel/twin arguments."""
+    S, m = 2, 20
+    cfgs = up.mixed_grid(k) if cfgs is None else list(cfgs)
     F = len(cfgs)
     cfgs += [gl.Config(depth=2, width=3, lr=0.1, optimizer="momentum", seed=20),
              gl.Config(depth=1, lr=0.1, parameterization="e2e", seed=21),
@@ -99,10 +99,45 @@ def assert_close(got, want, dtype, what):
     assert err <= rtol(dtype) * scale, (what, err / scale)
 
 
+def tf1_grid():
+    """Width-1 chains (the kernel's fast path), a wider one and e2e, every optimizer, with TF 1
+    semantics (gl.optim.semantics) where they differ from torch's."""
+    c = gl.Config
+    cfgs = []
+    for i, opt in enumerate(optim.OPTIMIZER_NAMES):
+        sem = optim.semantics("tf1", opt)
+        lr = 0.5 if opt == "adadelta" else 0.02
+        cfgs += [c(depth=1 + 2 * (i % 2), width=1, lr=lr, optimizer=opt, init="normal",
+                   init_scale=0.3, seed=30 + i, weight_decay=0.01 * (i % 3), **sem),
+                 c(depth=8 - i % 3, width=1, lr=lr, optimizer=opt, init="identity", seed=40 + i,
+                   **sem)]
+    cfgs += [c(depth=3, width=4, lr=0.01, optimizer="adam", init="normal", init_scale=0.3,
+               seed=50, **optim.semantics("tf1", "adam")),
+             c(depth=3, lr=0.03, parameterization="e2e", init="identity", seed=51),
+             c(depth=2, width=(9,), lr=0.01, optimizer="adagrad", init="normal", init_scale=0.3,
+               seed=52, **optim.semantics("tf1", "adagrad"))]
+    return cfgs
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("k", [1, 3])
 def test_kernel_matches_twin_one_launch(k, dtype):
-    args = random_launch(k, dtype, t=2, steps=10, seed=k)
+    check_one_launch(random_launch(k, dtype, t=2, steps=10, seed=k), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_matches_twin_tf1_semantics_and_wide_inputs(dtype):
+    """d = 45 > 32: every lane holds one or two inputs, so each butterfly step of the warp
+    reductions matters (at d = 5 only lanes 0-4 hold values); TF 1 AdaGrad (eps 0,
+    initial_accumulator 0.1) and Adam (eps_hat) through the fast path and the general one."""
+    cfgs = tf1_grid()
+    assert any(cfg.hyper().get("eps_hat") for cfg in cfgs)
+    assert any(cfg.hyper().get("initial_accumulator") for cfg in cfgs)
+    check_one_launch(random_launch(1, dtype, t=3, steps=10, seed=7, d=45, cfgs=cfgs), dtype)
+
+
+def check_one_launch(args, dtype):
+    k, t = args[7], int(args[4][0])
     got, W_got = kernel_update(*args, log_every=2, limit=math.inf)
     want, W_want = update.update_twin(*args, log_every=2, limit=math.inf)
     packed = args[0]
@@ -110,9 +145,9 @@ def test_kernel_matches_twin_one_launch(k, dtype):
     for name in ("alive", "diverged_at", "reached_at", "count"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     F = C - 3
-    assert list(want.alive[F:]) == [0, 0, 0] and list(want.diverged_at[F:]) == [1, 2, 2]
+    assert list(want.alive[F:]) == [0, 0, 0] and list(want.diverged_at[F:]) == [1, t, t]
     assert want.alive[:F].all() and (want.count[:F] == packed.count[:F] + 1).all()
-    assert want.reached_at[3] == want.reached_at[6] == 2 and want.reached_at[7] == -1
+    assert want.reached_at[3] == want.reached_at[6] == t and want.reached_at[7] == -1
     assert want.reached_at[5] == 0
     np.testing.assert_array_equal(np.isnan(got.log), np.isnan(want.log))
     assert_close(got.log, want.log, dtype, "log")
@@ -148,15 +183,21 @@ def test_kernel_last_step_logs_only():
 def test_launch_shape():
     args = random_launch(1, np.float64, t=0, steps=3, seed=0)
     rec = RecordingLauncher()
-    update.launch_update(rec, *args, log_every=1, limit=math.inf, threads=64)
+    C = len(args[0].depth)
+    update.launch_update(rec, *args, log_every=1, limit=math.inf, configs_per_block=3)
     (launch,) = rec.launches
-    assert launch.name == "update" and launch.grid == (len(args[0].depth),)
-    assert launch.block == (64,) and len(launch.args) == 31
+    assert launch.name == "update" and launch.grid == (-(-C // 3),)
+    assert launch.block == (96,) and len(launch.args) == 31
+    assert launch.shared_mem == 0                      # k = 1: no Eq 10 scratch
     assert launch.args[-1].value == 1                  # do_update
-    update.launch_update(rec, *args, log_every=1, limit=math.inf, threads=64, do_update=False)
+    update.launch_update(rec, *args, log_every=1, limit=math.inf, do_update=False)
     assert rec.launches[-1].args[-1].value == 0
-    with pytest.raises(ValueError, match="threads"):
-        update.launch_update(rec, *args, log_every=1, threads=1024)
+    assert rec.launches[-1].block == (32 * update.CONFIGS_PER_BLOCK,)
+    args3 = random_launch(3, np.float64, t=0, steps=3, seed=0)      # e2e configs with k = 3
+    update.launch_update(rec, *args3, log_every=1, configs_per_block=2)
+    assert rec.launches[-1].shared_mem == 8 * 2 * (5 * 9 + 3)
+    with pytest.raises(ValueError, match="configs_per_block"):
+        update.launch_update(rec, *args, log_every=1, configs_per_block=33)
 
 
 @pytest.mark.parametrize("k", [1, 3])

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from gpulinear.cuda.launch import RecordingLauncher
-from gpulinear.cuda.xpass import THREADS, padded, plan_xpass, launch_xpass, xpass_twin
+from gpulinear.cuda import _loader
+from gpulinear.cuda.xpass import (MIN_BLOCKS, THREADS, blocks_per_sm, choose_splits, launch_xpass,
+                                  padded, plan_xpass, shared_bytes, xpass_twin)
 from gpulinear.losses import Lp
 
 
@@ -28,22 +30,72 @@ def test_twin_matches_lp_loss_and_split_sums(p, k):
     np.testing.assert_allclose(L3.sum(axis=0), L1[0], rtol=1e-12)
 
 
+def test_occupancy_calculator():
+    """The CUDA occupancy calculator's rules for sm_90, on cases worked by hand."""
+    # this kernel: 128 registers (4 warps x 4096 = 16384: 4 blocks), 54784 + 1024 B (4 blocks)
+    assert blocks_per_sm(128, 54784) == 4
+    # the previous kernel: 138 registers round to 144 a thread -> 4608 a warp -> 3 blocks
+    assert blocks_per_sm(138, 40448) == 3
+    # 80 registers would allow 6 blocks, its 40448 B of shared memory only 5
+    assert blocks_per_sm(80, 40448) == 5
+    assert blocks_per_sm(32, 0, threads=1024) == 2           # threads: 2048 a SM
+    assert blocks_per_sm(16, 0, threads=32) == 32            # the 32-blocks limit
+    assert blocks_per_sm(255, 0) == 2                        # 8192 a warp x 4 warps
+    assert blocks_per_sm(32, 300_000) == 0                   # does not fit at all
+    assert shared_bytes("float32") == 54784 and shared_bytes("float64") == 51968
+
+
+def test_choose_splits_fills_whole_waves():
+    # B = 8192 Ethanol configs (256 row tiles, 81 example tiles, 528 blocks a wave): 2 splits
+    # make 512 blocks, one wave 97 % full; 1 split leaves it half empty, 3 need two waves
+    assert choose_splits(256, 81, 528) == (2, 41)
+    # a Fig-3 grid (2 row tiles): every example tile its own block, still one wave
+    assert choose_splits(2, 81, 528) == (81, 1)
+    # rows alone make 4 waves: no split (a split would double the waves)
+    assert choose_splits(2048, 81, 528) == (1, 81)
+    for rt, et, wave in [(32, 81, 528), (1, 1, 528), (7, 938, 132), (300, 5, 528)]:
+        S, per = choose_splits(rt, et, wave)
+        assert (S - 1) * per < et <= S * per                 # whole tiles, none empty
+    # the O(sqrt) search finds what trying every tile count finds
+    rng = np.random.default_rng(0)
+    for rt, et, wave in zip(rng.integers(1, 3000, 60), rng.integers(1, 3000, 60),
+                            rng.choice([132, 264, 528, 1056], 60)):
+        best = min(((-(-rt * -(-et // per) // wave)) * (per + 1), -(-et // per), per)
+                   for per in range(1, et + 1))
+        assert choose_splits(int(rt), int(et), int(wave)) == best[1:], (rt, et, wave)
+    assert choose_splits(1, 2**25, 132)[0] <= 2**25         # large m: fast (sqrt search)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_plan_fills_the_gpu_and_splits_whole_tiles(dtype):
-    # few rows (a Fig-3 grid, R = 60): splits bring the blocks to >= 2 per SM
-    plan = plan_xpass(60, 2565, 128, 1, dtype)
-    ex_tiles = -(-2565 // plan.tile_examples)
-    assert plan.grid[0] * plan.grid[1] * plan.grid[2] >= 2 * 132 or plan.splits == ex_tiles
-    assert plan.m_per_split % plan.tile_examples == 0
-    assert (plan.splits - 1) * plan.m_per_split < 2565 <= plan.splits * plan.m_per_split
-    assert plan.block == (THREADS, 1, 1) and plan.ldx * np.dtype(dtype).itemsize % 16 == 0
-    # many rows: the row tiles alone fill it
-    assert plan_xpass(64 * 1024, 2565, 128, 1, dtype).splits == 1
-    # never more splits than example tiles
-    tiny = plan_xpass(1, 40, 3, 1, dtype)
-    assert tiny.splits <= -(-40 // tiny.tile_examples)
+    for R, m, d, k in [(60, 2565, 128, 1), (1024, 2565, 128, 1), (8192, 2565, 128, 1),
+                       (1000, 60000, 784, 10), (3, 40, 3, 3)]:
+        plan = plan_xpass(R, m, d, k, dtype)
+        ex_tiles = -(-m // plan.tile_examples)
+        blocks = plan.grid[0] * plan.grid[1]
+        assert plan.grid[2] == 1 and plan.block == (THREADS, 1, 1)
+        assert plan.blocks_per_sm == MIN_BLOCKS[dtype] and plan.shared_bytes == shared_bytes(dtype)
+        assert plan.m_per_split % plan.tile_examples == 0
+        assert (plan.splits - 1) * plan.m_per_split < m <= plan.splits * plan.m_per_split
+        assert plan.splits <= ex_tiles and plan.ldx * np.dtype(dtype).itemsize % 16 == 0
+        assert plan.waves == -(-blocks // (plan.blocks_per_sm * 132))
+        # whole waves: >= 85 % of the waves' slots busy, or the whole pass is one wave (a small
+        # problem, fewer blocks than slots even at one or two example tiles a block)
+        assert blocks / (plan.waves * plan.blocks_per_sm * 132) >= 0.85 or plan.waves == 1, \
+            (R, plan)
+    # the occupancy the planner assumes can come from the device (CuPy's occupancy API)
+    few = plan_xpass(8192, 2565, 128, 1, dtype, blocks_per_sm=1)
+    assert few.blocks_per_sm == 1 and few.splits <= plan_xpass(8192, 2565, 128, 1, dtype).splits
     with pytest.raises(ValueError, match="k = 3"):
         plan_xpass(10, 40, 3, 3, dtype)
+    with pytest.raises(ValueError, match="does not fit"):
+        plan_xpass(10, 40, 3, 1, dtype, blocks_per_sm=0)
+
+
+def test_loader_finds_launch_bounds_entry_points():
+    src = ("template <typename T>\n__global__ void __launch_bounds__(128, gl_t<T>::MINB) gl_a(int)"
+           " {}\n__global__ void __launch_bounds__(64) gl_b(int) {}\n__global__ void gl_c() {}")
+    assert _loader.entry_points(src) == (["gl_a"], ["gl_b", "gl_c"])
 
 
 def arrays(plan, dtype):
@@ -60,6 +112,7 @@ def test_launch_records_one_launch_with_int32_sizes_and_null_clock():
     launch_xpass(rec, plan, **a)
     (ln,) = rec.launches
     assert ln.name == "xpass" and ln.grid == plan.grid and ln.block == plan.block
+    assert ln.shared_mem == plan.shared_bytes == shared_bytes("float32")
     kinds = [x.kind for x in ln.args]
     assert kinds == ["array", "scalar", "array", "scalar", "array", "array", "array", "scalar",
                      "array", "scalar", "scalar", "scalar", "scalar", "scalar", "scalar"]
@@ -94,3 +147,34 @@ def test_padded_zero_fills():
     assert np.all(p[:, 3] == 0)
     with pytest.raises(ValueError):
         padded(a, 2)
+
+
+def test_load_kernel_raises_the_shared_memory_limit_once(monkeypatch):
+    """On a GPU the kernel's dynamic shared memory (> 48 KB) must be allowed before a launch:
+    load_kernel does it once per loaded module (a CuPy stand-in here); a module compiled anew
+    (the loader's cache cleared) is loaded and set up anew."""
+    import sys
+    import types
+
+    from gpulinear.cuda import xpass
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Device=lambda: types.SimpleNamespace(id=0)))
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    modules, made = [], []
+
+    def module(name, device_id):
+        if not modules:
+            modules.append(types.SimpleNamespace(name=name))
+        return modules[-1]
+
+    def get_kernel(source, entry, dtype):
+        made.append((source, entry, dtype))
+        return types.SimpleNamespace(max_dynamic_shared_size_bytes=0)
+    monkeypatch.setattr(_loader, "_module", module)
+    monkeypatch.setattr(_loader, "get_kernel", get_kernel)
+    monkeypatch.setattr(xpass, "_LOADED", {})
+    k = xpass.load_kernel("float32")
+    assert k.max_dynamic_shared_size_bytes == shared_bytes("float32") > 48 * 1024
+    assert xpass.load_kernel(np.float32) is k and made == [("xpass.cu", "gl_xpass", "float32")]
+    modules.clear()                                    # e.g. a test cleared the loader's cache
+    assert xpass.load_kernel("float32") is not k and len(made) == 2

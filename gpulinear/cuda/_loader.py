@@ -18,9 +18,25 @@ import re
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.M)
 _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.M)
-_TEMPLATE_ENTRY = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+(gl_\w+)\s*\(")
-_PLAIN_ENTRY = re.compile(r"(?<!>)\s__global__\s+void\s+(gl_\w+)\s*\(")
+# `__global__ void [__launch_bounds__(...)] gl_<op>(`
+_BOUNDS = r"(?:__launch_bounds__\s*\([^()]*\)\s*)?"
+_TEMPLATE_ENTRY = re.compile(r"template\s*<\s*typename\s+T\s*>\s*__global__\s+void\s+" + _BOUNDS
+                             + r"(gl_\w+)\s*\(")
+_PLAIN_ENTRY = re.compile(r"(?<!>)\s__global__\s+void\s+" + _BOUNDS + r"(gl_\w+)\s*\(")
 _CTYPES = {"float32": "float", "float64": "double"}
+# The options gpulinear hands cupy.RawModule.  -ftz=false is deliberately NOT among them: CuPy
+# appends -ftz=true after the caller's options (CUPY_APPENDS below) and NVRTC obeys the last -ftz
+# it sees, so it would change nothing.  The kernels are written so that no -ftz setting changes
+# their float32 results (gl_fma / gl_widen / gl_narrow in kernels/gl_common.cuh);
+# tests/test_fp_contract.py checks that on the PTX NVRTC makes with cupy_nvrtc_options().
+NVRTC_OPTIONS = ("-std=c++17",)
+# What CuPy adds to NVRTC_OPTIONS, in its order, for a RawModule on an sm_<arch> device (read from
+# cupy/cuda/compiler.py, CuPy main of 2026-08-20, commit 6b6d956: _compile_with_cache_cuda appends
+# '-ftz=true', then _compile_using_nvrtc_no_warning appends '-arch=sm_<arch>' (a cubin; PTX only
+# when the NVRTC is older than the device) and '--device-as-default-execution-space'; include
+# paths and '--pch' change no code and are left out).  tests/test_fp_contract.py compares this
+# with the installed CuPy's source when CuPy is installed.
+CUPY_APPENDS = ("-ftz=true", "-arch=sm_{arch}", "--device-as-default-execution-space")
 SOURCE_TREE_KERNELS = pathlib.Path(__file__).resolve().parents[2] / "kernels"
 
 
@@ -88,12 +104,22 @@ def name_expressions(source: str) -> list[str]:
     return [f"{n}<{c}>" for n in templated for c in _CTYPES.values()] + plain
 
 
+def cupy_nvrtc_options(arch="90", virtual=False) -> list[str]:
+    """The code-generating NVRTC options CuPy will use for our RawModules on an sm_<arch> GPU, in
+    CuPy's order (NVRTC_OPTIONS, then CUPY_APPENDS); virtual=True asks for compute_<arch> (PTX,
+    to read the generated instructions) instead of sm_<arch> (a cubin, what CuPy loads)."""
+    opts = list(NVRTC_OPTIONS) + [o.format(arch=arch) for o in CUPY_APPENDS]
+    if virtual:
+        opts = [o.replace("-arch=sm_", "-arch=compute_") for o in opts]
+    return opts
+
+
 @functools.lru_cache(maxsize=None)
 def _module(name: str, device_id: int):
     import cupy
     code = kernel_source(name)
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=code, options=("-std=c++17",),
+        return cupy.RawModule(code=code, options=NVRTC_OPTIONS,
                               name_expressions=name_expressions(code))
 
 

@@ -54,16 +54,15 @@ class Launcher:
         """kernel: a cupy.RawKernel; args: CuPy arrays and NumPy scalars."""
         kernel(tuple(grid), tuple(block), tuple(args), shared_mem=int(shared_mem))
 
-    def numba(self, name, kernel, grid, block, args):
+    def numba(self, name, kernel, grid, block, args, shared_mem=0):
         """kernel: a numba.cuda dispatcher; args: Numba device arrays (made once, outside the
-        step: converting CuPy arrays per launch costs tens of microseconds) and scalars."""
+        step: converting CuPy arrays per launch costs tens of microseconds) and scalars;
+        shared_mem: dynamic shared memory bytes."""
         if self._numba_stream is None and self.cupy_stream is not None:
             from numba import cuda
             self._numba_stream = cuda.external_stream(self.cupy_stream.ptr)
-        if self._numba_stream is None:
-            kernel[tuple(grid), tuple(block)](*args)
-        else:
-            kernel[tuple(grid), tuple(block), self._numba_stream](*args)
+        stream = 0 if self._numba_stream is None else self._numba_stream
+        kernel[tuple(grid), tuple(block), stream, int(shared_mem)](*args)
 
 
 class RecordingLauncher:
@@ -80,8 +79,8 @@ class RecordingLauncher:
     def raw(self, name, kernel, grid, block, args, shared_mem=0):
         self._record(name, grid, block, args, shared_mem)
 
-    def numba(self, name, kernel, grid, block, args):
-        self._record(name, grid, block, args, 0)
+    def numba(self, name, kernel, grid, block, args, shared_mem=0):
+        self._record(name, grid, block, args, shared_mem)
 
     def clear(self):
         self.launches.clear()

@@ -1,7 +1,7 @@
 """The packed layout of the CUDA update kernel: every config of a call in flat arrays.
 
 One launch of the update kernel (gpulinear.cuda.update) steps C configs of any depths, widths,
-optimizers and parameterizations, one block per config, so nothing may be stacked by shape.
+optimizers and parameterizations, one warp per config, so nothing may be stacked by shape.
 Instead each config owns a slice of a few flat arrays, found through per-config offsets:
 
     theta[poff[c] : poff[c] + psize[c]]       its parameters: layer j (1-based) is the row-major
@@ -26,8 +26,9 @@ from ..optim import HYPERPARAMETERS, OPTIMIZER_NAMES, get_optimizer, hyper_array
 __all__ = ["K_MAX", "Packed", "pack", "work_size", "unpack_params", "unpack_state",
            "end_to_end"]
 
-# Largest k the kernel's Eq 10 handles: its k x k matrices live in fixed-size float64 shared
-# arrays (5 of K_MAX^2, 10 KiB at 16) and one thread runs the Jacobi sweeps, O(k^3) each.
+# Largest k the kernel's Eq 10 handles: its k x k matrices live in float64 dynamic shared memory,
+# 5 k^2 + k per warp (10.1 KiB at 16: 4 configs in a block's 48 KiB), and one lane runs the
+# Jacobi sweeps, O(k^3) each.
 K_MAX = 16
 
 

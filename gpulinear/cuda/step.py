@@ -13,7 +13,14 @@ segment_ends) are captured once into a CUDA graph and replayed (gpulinear.cuda.g
 Implements the step interface of gpulinear.step (t, advance_to, flush, all_reached,
 host_arrays, state_arrays, load_state).  A segment that ends with its last update pending ends
 with an evaluate-only update launch; the next segment starts with an update-only launch of that
-step (its bookkeeping repeats, idempotently).  So a segment of n steps is 2n launches, plus one.
+step (its bookkeeping repeats, idempotently).  So a segment of n steps is 2n launches, plus one,
+replayed as a few small graphs (`_pieces`: GRAPH_STEPS steps each, plus a remainder).
+
+Every kernel is compiled and loaded when the step is built (`load_kernels`), before step 1: a
+compile, link or driver error (CuPy's CompileException from NVRTC, Numba's NvvmError /
+NvvmSupportError / LinkerError / NvrtcError / CudaAPIError, cuda-bindings' and
+cuda-pathfinder's errors) is raised there as a KernelLoadError naming the stage, so train()
+falls back to the array step (fused=None) or raises it (fused=True) instead of failing at step 1.
 
 `xp` and `launcher` are injectable: tests run this class on the CPU with NumPy arrays and a
 RecordingLauncher (the host glue) or twin launchers (the whole step against the NumPy engine).
@@ -27,14 +34,25 @@ from ..losses import config_loss
 from ..plan import start_weights
 from .launch import Launcher
 from .layout import end_to_end, pack
+from .update import needs_eq10
 from .xpass import launch_xpass, padded, plan_xpass
+
+
+# Steps per replayed CUDA graph: a graph of 2 x 64 kernel nodes, launched (n - 1) // 64 times per
+# segment of n steps, plus one graph for the remainder (ESTIMATE: at >= 8 us a step, one graph
+# launch (~5-10 us of host time) covers ~0.5 ms of GPU work, so the host stays ahead).
+GRAPH_STEPS = 64
+
+
+class KernelLoadError(RuntimeError):
+    """A kernel of the fused step failed to compile, link or load when the step was built."""
 
 
 class CudaStep:
     kind = "cuda-fused"
 
     def __init__(self, X64, Y64, configs, loss, dt, rec_steps, targets, limit, xp=None,
-                 launcher=None, graphs=True, n_sm=None):
+                 launcher=None, graphs=True, n_sm=None, replay=None):
         if xp is None:
             import cupy as xp
         self.xp = xp
@@ -50,6 +68,7 @@ class CudaStep:
         losses = [config_loss(c, loss) for c in configs]
         packed = pack(configs, losses, [start_weights(c, d, k) for c in configs], d, k,
                       self.dt, len(rec_steps), targets=targets)
+        self.eq10 = needs_eq10(packed, k)              # Eq 10's shared scratch in the update
         if n_sm is None:
             n_sm = _sm_count(xp)
         self.plan = plan = plan_xpass(C * k, m, d, k, self.dt, n_sm=n_sm)
@@ -72,6 +91,8 @@ class CudaStep:
             self.replay = Replay(enabled=graphs)
             self.launcher.cupy_stream = self.replay.stream
             xp.cuda.Device().synchronize()
+        if replay is not None:                         # tests: a stand-in that records pieces
+            self.replay = replay
         self.t = 0
         self.evaluated = False
         per_call = self.X.nbytes + self.Yt.nbytes
@@ -79,9 +100,51 @@ class CudaStep:
             (sum(a.nbytes for a in self.dev) + self.W.nbytes + self.prow.nbytes
              + self.Gpart.nbytes + self.Lpart.nbytes) / C), "device_bytes_shared": per_call,
             "xpass_grid": plan.grid, "example_splits": plan.splits}
-        self._numba_views = self._make_numba_views()
+        if self.launcher.runs_kernels:
+            self.load_kernels()
+        else:
+            self._numba_views = self._make_numba_views()
+
+    def load_kernels(self):
+        """Compile and load both kernels now, on this device, for this call's dtype and
+        argument types (the launches then reuse them), and launch them once (_trial_launch);
+        any error -> KernelLoadError naming the stage and the original error (also chained as
+        __cause__)."""
+        from .update import load_update_kernel
+        from .xpass import load_kernel as load_xpass
+        stage = ("the X-pass (kernels/xpass.cu: NVRTC through CuPy's RawModule, module load, "
+                 "its dynamic shared memory limit)")
+        try:
+            # before any graph capture: sets the >48 KB shared-memory attribute once
+            kernel = load_xpass(self.plan.dtype)
+            kernel.attributes                     # the module is loaded: its function resolves
+            stage = "the update kernel (Numba-CUDA views of the step's arrays)"
+            self._numba_views = self._make_numba_views()
+            stage = ("the update kernel (Numba-CUDA: NVVM compile, then link and load: "
+                     "nvJitLink where the driver is older than the PTX)")
+            load_update_kernel(self._update_args(True))
+            if self.replay is not None:
+                stage = ("a trial launch of both kernels (launch resources, memory faults: "
+                         "step 0's evaluation, which step 1's segment repeats idempotently)")
+                self._trial_launch()
+        except Exception as exc:                  # every compile/link/driver error: see above
+            raise KernelLoadError(f"{stage} failed: {type(exc).__name__}: "
+                                  f"{str(exc).strip()[:2000]}") from exc
 
     # -- launches --------------------------------------------------------------------------
+    def _trial_launch(self):
+        """Launch the X-pass and an evaluate-only update of step 0 and wait for them, so a
+        launch the GPU refuses (too many registers or shared memory for the block, a fault)
+        surfaces at the build.  Its bookkeeping (step 0's log entry, a config unhealthy at
+        step 0, a target met at step 0) is what step 0's evaluation writes again; the clock is
+        set back."""
+        with self.replay.stream:
+            self._xpass()
+            self._update(False)
+        self.replay.stream.synchronize()
+        self.clock.fill(-1)
+        self.xp.cuda.Device().synchronize()
+
     def _xpass(self):
         launch_xpass(self.launcher, self.plan, self.W, self.X, self.Yt, self.prow, self.Gpart,
                      self.Lpart, self.clock)
@@ -91,7 +154,14 @@ class CudaStep:
         dev, Gpart, Lpart, W, clock = self._numba_views
         launch_update(self.launcher, dev, Gpart, Lpart, W, clock, self.plan.splits, self.m,
                       self.k, self.d, self.steps, self.log_every, self.limit,
-                      do_update=do_update)
+                      do_update=do_update, eq10=self.eq10)
+
+    def _update_args(self, do_update):
+        """The update kernel's argument tuple, as _update launches it."""
+        from .update import kernel_args
+        dev, Gpart, Lpart, W, clock = self._numba_views
+        return kernel_args(dev, Gpart, Lpart, W, clock, self.plan.splits, self.m, self.k, self.d,
+                           self.steps, self.log_every, self.limit, do_update)
 
     def _make_numba_views(self):
         """The update kernel's arrays as Numba device arrays, made once: handing CuPy arrays to a
@@ -107,16 +177,31 @@ class CudaStep:
         return (type(self.dev)(*[view(a) for a in self.dev]),
                 *[view(a) for a in arrays[1:]])
 
-    def _segment(self, lead_update, n):
-        """The launches of one segment: [update of the pending step], then n x (X-pass,
-        update), the last update evaluate-only (its step's update stays pending)."""
-        def launches():
-            if lead_update:
-                self._update(True)
-            for i in range(n):
-                self._xpass()
-                self._update(i < n - 1)
-        return launches
+    def _pieces(self, lead_update, n):
+        """The launches of one segment as [(graph key, launches, times)]: [the update of the
+        pending step], then n - 1 x (X-pass, update) in pieces of GRAPH_STEPS steps (one graph,
+        replayed (n - 1) // GRAPH_STEPS times) and one piece of the remainder, then the last
+        step's X-pass and its evaluate-only update (its step's update stays pending).  Every
+        graph has at most 2 GRAPH_STEPS nodes, whatever log_every: capture and build time stay
+        fixed (a segment of n steps was one graph of 2 n + 1 nodes)."""
+        def steps(count):
+            def launches():
+                for _ in range(count):
+                    self._xpass()
+                    self._update(True)
+            return launches
+
+        def last():
+            self._xpass()
+            self._update(False)
+
+        full, rest = divmod(n - 1, GRAPH_STEPS)
+        pieces = [(("lead",), lambda: self._update(True), 1)] if lead_update else []
+        if full:
+            pieces.append((("steps", GRAPH_STEPS), steps(GRAPH_STEPS), full))
+        if rest:
+            pieces.append((("steps", rest), steps(rest), 1))
+        return pieces + [(("last",), last, 1)]
 
     # -- the step interface ----------------------------------------------------------------
     def advance_to(self, end, steps):
@@ -126,17 +211,19 @@ class CudaStep:
             return
         first = self.t + 1 if lead else self.t
         n = last - first + 1
-        launches = self._segment(lead, n)
+        for key, launches, times in self._pieces(lead, n):
+            for _ in range(times):
+                if self.replay is None:
+                    launches()
+                else:
+                    self.replay.run(key, launches)
         if self.replay is not None:
-            self.replay.run((lead, n), launches)
             reason = self.replay.fallback_reason
             self.meta["graph"] = (
                 f"eager launches (capture failed: {reason})" if reason else
-                "replayed" if self.replay.replays else
+                f"replayed (graphs of up to {GRAPH_STEPS} steps)" if self.replay.replays else
                 "eager launches (graphs off)" if not self.replay.enabled else
-                "eager launches (no segment shape ran twice: graphs replay from the second)")
-        else:
-            launches()
+                "eager launches (no piece ran twice: graphs replay from the second)")
         self.t = last
         self.evaluated = True
 

@@ -5,7 +5,7 @@ the end-to-end matrices (R = C k; row i = output i % k of config i // k), and wr
     Gpart (S, R, ldg)   sum over the examples of split s of |r|^(p-2) r x_j  (not divided by m)
     Lpart (S, R)        sum over the examples of split s of |r|^p            (not / (p m))
 and increments the step counter clock[0] (start -1, so this launch sees t = clock[0]).  Then
-this kernel, one block per config c (gpulinear.cuda._update_kernel.update_kernel), does exactly
+this kernel, one warp per config c (gpulinear.cuda._update_kernel.update_kernel), does exactly
 what engine._Run.step does for c at step t:
   a. G = sum_s Gpart[s, rows of c, :d] / m;  loss = sum Lpart[:, rows of c] / (p m)
   b. healthy = loss finite, loss <= limit and W_e = W[rows of c, :d] finite; a live config that
@@ -46,17 +46,32 @@ from ..optim import HYPERPARAMETERS, OPTIMIZER_NAMES, get_optimizer
 from .layout import Packed, unpack_params, unpack_state
 
 __all__ = ["kernel", "kernel_args", "launch_update", "update_twin", "precondition_eigen",
-           "DEFAULT_THREADS"]
+           "CONFIGS_PER_BLOCK", "update_launch_shape",
+           "load_update_kernel"]
 
-# threads per block on a GPU: the per-config loops are short (k d, n_j n_{j-1}), so 128 keeps
-# several blocks per SM; not tuned yet.  The simulator wants <= 64 (one Python thread each).
-DEFAULT_THREADS = 128
+# Configs per block: one warp each (gpulinear.cuda._update_kernel).  4 warps = 128 threads a
+# block: small blocks fill the SMs evenly for any C (ESTIMATE, not tuned: no GPU has run it).
+CONFIGS_PER_BLOCK = 4
+WARP = 32
+MAX_DYNAMIC_SHARED = 48 * 1024
 
 
 def kernel():
     """The update kernel's Numba dispatcher (imports numba.cuda; compiled once per dtype)."""
     from ._update_kernel import update_kernel
     return update_kernel
+
+
+def load_update_kernel(args):
+    """Compile the update kernel for the types of `args` (kernel_args' tuple) and load it on
+    the current device, now: NVVM errors (NvvmError, NvvmSupportError: no libNVVM) surface at
+    compile(), link and load errors (LinkerError; CudaAPIError such as
+    CUDA_ERROR_UNSUPPORTED_PTX_VERSION from a driver older than the PTX) at bind().  The
+    launches with arguments of the same types reuse this compilation.  Returns the kernel."""
+    import numba
+    compiled = kernel().compile(tuple(numba.typeof(a) for a in args))
+    compiled.bind()
+    return compiled
 
 
 def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit,
@@ -72,19 +87,40 @@ def kernel_args(dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_ever
             np.int64(log_every), np.float64(limit), np.int64(bool(do_update)))
 
 
+def update_launch_shape(C, k, needs_eq10, configs_per_block=CONFIGS_PER_BLOCK):
+    """(grid, block, dynamic shared bytes) of one update launch over C configs: one warp per
+    config, `configs_per_block` warps a block; Eq 10's float64 k x k scratch per warp only when
+    the call has an e2e config with k > 1 and depth > 1 (needs_eq10), and then fewer warps a
+    block where they would need more than 48 KiB (k = 16: 10.1 KiB a warp, 4 a block)."""
+    if not 1 <= configs_per_block <= 32:
+        raise ValueError(f"configs_per_block must be in [1, 32] (a block of at most 1024 "
+                         f"threads, one warp per config), got {configs_per_block}")
+    per_warp = 8 * (5 * k * k + k) if needs_eq10 else 0
+    if per_warp:        # within the 48 KiB of dynamic shared memory a launch gets without opt-in
+        configs_per_block = max(1, min(configs_per_block, MAX_DYNAMIC_SHARED // per_warp))
+    return ((-(-C // configs_per_block),), (WARP * configs_per_block,),
+            per_warp * configs_per_block)
+
+
+def needs_eq10(dev: Packed, k) -> bool:
+    """Whether Eq 10's shared scratch is needed: an e2e config with k > 1 and depth > 1."""
+    return bool(k > 1 and ((np.asarray(dev.e2e) != 0) & (np.asarray(dev.depth) > 1)).any())
+
+
 def launch_update(launcher, dev: Packed, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every,
-                  limit=math.inf, threads=DEFAULT_THREADS, do_update=True):
+                  limit=math.inf, configs_per_block=CONFIGS_PER_BLOCK, do_update=True,
+                  eq10=None):
     """Launch the update of every config of `dev` (a Packed of device arrays; NumPy arrays under
-    the simulator) through launcher.numba: grid (C,), block (threads,).  limit: the divergence
-    ceiling (inf: none)."""
-    from ._update_kernel import MAX_THREADS
-    if not 1 <= threads <= MAX_THREADS:
-        raise ValueError(f"threads must be in [1, {MAX_THREADS}] (the kernel's reduction "
-                         f"scratch), got {threads}")
+    the simulator) through launcher.numba: one warp per config (update_launch_shape).
+    limit: the divergence ceiling (inf: none); eq10: needs_eq10(dev, k) computed once by the
+    caller (None: computed here, which reads dev.e2e and dev.depth: not inside a step)."""
     C = dev.depth.shape[0]
-    launcher.numba("update", kernel() if launcher.runs_kernels else None, (C,), (threads,),
+    if eq10 is None:
+        eq10 = needs_eq10(dev, k)
+    grid, block, shared = update_launch_shape(C, k, eq10, configs_per_block)
+    launcher.numba("update", kernel() if launcher.runs_kernels else None, grid, block,
                    kernel_args(dev, Gpart, Lpart, W, clock, S, m, k, d, steps, log_every, limit,
-                               do_update))
+                               do_update), shared_mem=shared)
 
 
 def kernel_signatures():
