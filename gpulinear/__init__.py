@@ -8,6 +8,7 @@
 Importing the package never imports CuPy, Numba or torch.
 """
 from . import analysis, datasets
+from .advice import ScienceWarning
 from .config import LR_GRID, Config, grid
 from .e2e import end_to_end_update, precondition, precondition_k1, preconditioner
 from .engine import train
@@ -16,11 +17,13 @@ from .losses import Lp, SoftmaxCrossEntropy, get_loss
 from .optim import OPTIMIZERS
 from .optimum import optimal_loss
 from .result import Result
+from .targets import rel
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config", "grid", "LR_GRID", "train", "Result", "init_weights", "end_to_end_update",
     "precondition", "precondition_k1", "preconditioner", "optimal_loss", "Lp",
-    "SoftmaxCrossEntropy", "get_loss", "OPTIMIZERS", "datasets", "__version__",
+    "SoftmaxCrossEntropy", "get_loss", "OPTIMIZERS", "datasets", "ScienceWarning", "rel",
+    "__version__",
 ]

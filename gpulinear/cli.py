@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "diverge_above", "gram")
+TRAIN_KEYS = ("loss", "steps", "log_every", "backend", "dtype", "target", "target_gap",
+              "diverge_above", "diverge_factor", "gram")
+DATA_KEYS = ("data", "preprocess", "target_column")    # [train] keys about the data, not train()
 GRAM_FLAG = {"auto": None, "on": True, "off": False}
 
 
@@ -62,14 +64,30 @@ def _main(argv) -> int:
     tr.add_argument("--loss", default="l4")
     tr.add_argument("--steps", type=int, default=5000)
     tr.add_argument("--log-every", type=int, default=50)
+    tr.add_argument("--target", type=float, default=None, metavar="LOSS",
+                    help="a loss level: steps_to_target per config, and the summary and "
+                         "loss.png rank by it")
+    tr.add_argument("--target-gap", type=float, default=None, metavar="GAP",
+                    help="the target relative to L* of each config's loss: L* + GAP |L*| (0.01: "
+                         "within 1 %%); the summary and loss.png rank by reach-and-stay")
+    tr.add_argument("--diverge-above", type=float, default=None, metavar="LOSS",
+                    help="an absolute divergence ceiling (inf: none) instead of the default "
+                         "1e6 x each config's initial loss")
+    tr.add_argument("--diverge-factor", type=float, default=None, metavar="X",
+                    help="the divergence ceiling as X times each config's initial loss")
     tr.add_argument("--backend", default="auto")
     tr.add_argument("--dtype", default="float64")
     tr.add_argument("--gram", choices=sorted(GRAM_FLAG), default="auto",
                     help="l2 through the Gram matrix: auto (where d < m), on, off (data path)")
     tr.add_argument("--data", default="ethanol",
-                    help="'ethanol' (bundled) or a CSV file whose last column is the target")
-    tr.add_argument("--preprocess", default="zscore",
-                    help="Ethanol preprocessing: one of gpulinear.datasets.ETHANOL_PREPROCESSINGS")
+                    help="'ethanol' (bundled) or a CSV file (a header row is recognised; the "
+                         "target is --target, default the last column)")
+    tr.add_argument("--target-column", default=None, metavar="COLUMN",
+                    help="a CSV's target column: a header name or a position (default: last)")
+    tr.add_argument("--preprocess", default=None,
+                    help="Ethanol: one of gpulinear.datasets.ETHANOL_PREPROCESSINGS (default "
+                         "zscore); a CSV: none (default, the numbers as given) or zscore "
+                         "(features)")
     tr.add_argument("--sweep", help="a TOML file with [grid] (Config fields) and [train] tables; "
                                     "its values replace the flags")
     tr.add_argument("--out", default="runs/train")
@@ -109,12 +127,19 @@ def _main(argv) -> int:
                          "CPU halves the wall time; results are the same)")
 
     args = parser.parse_args(argv)
+    import warnings
+    warnings.formatwarning = _one_line_warning
     if args.command == "info":
         return _info()
     if args.command == "train":
         return _train(args, argv)
     from .report import reproduce_main
     return reproduce_main(args)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None):
+    """Warnings on the command line: one line naming the category, no source excerpt."""
+    return f"gpulinear: {category.__name__}: {message}\n"
 
 
 def _info() -> int:
@@ -143,24 +168,32 @@ def _info() -> int:
 
 
 def _load_data(args):
-    import numpy as np
-
+    """X, y from --data, and args.preprocess set to what was really done to them."""
     from . import datasets
     if args.data == "ethanol":
+        args.preprocess = args.preprocess or "zscore"
         if args.preprocess not in datasets.ETHANOL_PREPROCESSINGS:
-            raise UsageError(f"--preprocess: unknown {args.preprocess!r}; choose one of "
-                             f"{list(datasets.ETHANOL_PREPROCESSINGS)}")
+            raise UsageError(f"--preprocess: unknown {args.preprocess!r} for Ethanol; choose one "
+                             f"of {list(datasets.ETHANOL_PREPROCESSINGS)}")
         return datasets.ethanol(**datasets.ETHANOL_PREPROCESSINGS[args.preprocess])
+    args.preprocess = args.preprocess or "none"
+    if args.preprocess not in datasets.CSV_PREPROCESSINGS:
+        raise UsageError(f"--preprocess: unknown {args.preprocess!r} for a CSV file; choose one "
+                         f"of {list(datasets.CSV_PREPROCESSINGS)}")
     path = Path(args.data)
     if not path.exists():
         raise UsageError(f"--data: {path} does not exist; give 'ethanol' or a CSV file")
+    target = -1 if args.target_column is None else args.target_column
+    if isinstance(target, str) and target.lstrip("-").isdigit():
+        target = int(target)
     try:
-        table = np.loadtxt(path, delimiter=",", ndmin=2)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--data: {path} is not a numeric CSV file ({exc})") from None
-    if table.shape[1] < 2:
-        raise UsageError(f"--data: {path} needs at least 2 columns (inputs, then the target)")
-    return table[:, :-1], table[:, -1]
+        return datasets.load_csv(path, target=target, preprocess=args.preprocess)
+    except (ValueError, TypeError) as exc:
+        if str(exc).startswith("target"):
+            raise UsageError(f"--target-column: {exc}") from None
+        text = str(exc)           # "<path>: what is wrong" (or "<path>, line n: ...")
+        raise UsageError(f"--data {text}" if text.startswith(str(path))
+                         else f"--data {path}: {text}") from None
 
 
 def _train(args, argv) -> int:
@@ -170,6 +203,8 @@ def _train(args, argv) -> int:
               "parameterization": args.parameterization, "seed": args.seed}
     options = {"loss": args.loss, "steps": args.steps, "log_every": args.log_every,
                "backend": args.backend, "dtype": args.dtype, "gram": GRAM_FLAG[args.gram]}
+    flags = ("target", "target_gap", "diverge_above", "diverge_factor")
+    options.update({k: getattr(args, k) for k in flags if getattr(args, k) is not None})
     if args.sweep:
         sweep = _read_toml(args.sweep)
         for table in ("grid", "train"):
@@ -179,11 +214,13 @@ def _train(args, argv) -> int:
         if unknown_tables:
             raise UsageError(f"--sweep: unknown tables {sorted(unknown_tables)} in {args.sweep}; "
                              "known: [grid], [train]")
-        fields.update(sweep.get("grid", {}))
-        extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - {"data", "preprocess"}
+        table = sweep.get("grid", {})     # its fields first, in the order written (last fastest)
+        fields = {**table, **{k: v for k, v in fields.items() if k not in table}}
+        extra = set(sweep.get("train", {})) - set(TRAIN_KEYS) - set(DATA_KEYS)
         if extra:
-            raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: {TRAIN_KEYS}")
-        for key in ("data", "preprocess"):
+            raise UsageError(f"--sweep: unknown [train] keys {sorted(extra)}; known: "
+                             f"{TRAIN_KEYS + DATA_KEYS}")
+        for key in DATA_KEYS:
             if key in sweep.get("train", {}):
                 setattr(args, key, sweep["train"].pop(key))
         options.update(sweep.get("train", {}))
@@ -196,7 +233,8 @@ def _train(args, argv) -> int:
     try:
         configs = grid(**fields)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"train: {exc}") from None
+        where = f"--sweep {args.sweep} [grid]" if args.sweep else "train"
+        raise UsageError(f"{where}: {exc}") from None
     X, y = _load_data(args)
     _check_run(X, y, configs, options, args)
     out = Path(args.out)
@@ -238,7 +276,7 @@ def _check_run(X, y, configs, options, args):
         check_data(X, y)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"--data {args.data}: {exc}") from None
-    for key in ("diverge_above", "target"):
+    for key in ("target",):      # diverge_above: _check_options (check_ceiling; inf allowed)
         value = options.get(key)
         try:
             if isinstance(value, list):
@@ -300,6 +338,7 @@ def _check_options(options, args):
     """Each train() option and flag checked before any work, as one line naming the flag."""
     from .backend import resolve_backend, resolve_dtype
     from .config import check_int
+    from .engine import check_ceiling
     from .gram import use_gram
     from .losses import get_loss
     from .memory import check_schedule
@@ -311,7 +350,10 @@ def _check_options(options, args):
               ("--loss", lambda: get_loss(options["loss"])),
               ("--dtype", lambda: resolve_dtype(options["dtype"])),
               ("--backend", lambda: resolve_backend(options["backend"])),
-              ("--gram", lambda: use_gram(options["gram"], 2, 1))]
+              ("--gram", lambda: use_gram(options["gram"], 2, 1)),
+              ("--diverge-above", lambda: check_ceiling(options.get("diverge_above"),
+                                                        options.get("diverge_factor"))),
+              ("--target", lambda: _check_target_option(options))]
     for flag, check in checks:
         try:
             check()
@@ -325,6 +367,24 @@ def _check_options(options, args):
     if args.checkpoint and (args.scheduler or args.workers):
         raise UsageError("train --checkpoint is for runs in this process; with --scheduler / "
                          "--workers use gpulinear.distributed.train(checkpoint_dir=...)")
+
+
+def _check_target_option(options):
+    """[train] target / --target: a loss level (a number); target_gap / --target-gap: relative
+    to L*, made gl.rel(gap) here (train() resolves it per loss)."""
+    from .targets import rel
+    value = options.get("target")
+    if value is not None and not isinstance(value, list) \
+            and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        hint = "; for a target relative to L* use target_gap = 0.01 (--target-gap 0.01: " \
+               "within 1 %)" if isinstance(value, str) else ""
+        raise ValueError(f"target must be a number (a loss level), got {value!r}{hint}")
+    gap = options.pop("target_gap", None)
+    if gap is not None:
+        if value is not None:
+            raise ValueError("give target (a loss level) or target_gap (relative to L*), "
+                             "not both")
+        options["target"] = rel(gap)           # a ValueError naming gl.rel's rule if bad
 
 
 def _run_training(X, y, configs, options, args):
@@ -400,9 +460,14 @@ def _save_outputs(res, X, y, configs, options, args, wall, plot=True):
         _write_csv(folder / "table.csv", res.records())
         if plot:
             opt = np.array([lstars[name] for name in names])
+            idx, rule = _best_per_group(res)
+            losses = ", ".join(sorted(set(names)))
+            data = Path(args.data).name if args.data != "ethanol" else "Ethanol"
             try:     # the results are written: a figure that cannot be is not worth losing them
-                res.plot(optimal=opt, path=folder / "loss.png",
-                         title=f"{args.data} ({args.preprocess}), {options['loss']}")
+                res.subset(idx).plot(
+                    optimal=opt[idx], path=folder / "loss.png",
+                    title=f"{data} (preprocess: {args.preprocess}), {losses}: best lr per model "
+                          f"by {rule}")
             except (OSError, ValueError, RuntimeError) as exc:
                 print(f"gpulinear train: warning: {folder / 'loss.png'} not written "
                       f"({exc}); the results are in {folder}", file=sys.stderr)
@@ -431,9 +496,38 @@ def _finish(res, wall, X, y, configs, options, args):
                           for i in diverged[:5])
         more = f" and {len(diverged) - 5} more (see table.csv)" if len(diverged) > 5 else ""
         print(f"diverged: {len(diverged)} of {n} configs: {shown}{more}")
-    for i in res.best_indices():
-        print(f"  best of {configs[i].describe():<40s} final loss - L* = "
-              f"{res.final_loss[i] - opt[i]:.4g}")
+    idx, rule = _best_per_group(res, warn=True)
+    targeted = res.steps_to_target is not None
+    speed = {}
+    if targeted and any(c.depth == 1 for c in configs) and len({c.depth for c in configs}) > 1:
+        from .measures import speedups       # the same best_indices, in the same order
+        speed = dict(zip(idx, (r["text"] for r in speedups(res, {"depth": 1}, "reach_and_stay",
+                                                             None, opt))))
+    stay = res.steps_to(stay=True, optimal=opt) if targeted else None
+    print(f"best lr per model (by {rule}; loss.png draws these):")
+    head = f"  {'model':<36s} {'lr':<9s} {'final L - L*':>12s}"
+    if targeted:
+        head += f"  {'stays at target from':>20s}" + ("  speed-up vs depth 1" if speed else "")
+    print(head)
+    for i in idx:
+        cfg = configs[i]
+        model = cfg.describe().replace(f", lr {cfg.lr:g}", "")
+        line = f"  {model:<36s} {cfg.lr:<9g} {res.final_loss[i] - opt[i]:>12.4g}"
+        if targeted:
+            line += f"  {'never' if np.isnan(stay[i]) else f'step {int(stay[i])}':>20s}"
+            if speed:
+                line += f"  {speed[i]:>20s}"
+        print(line)
+
+
+def _best_per_group(res, warn=False):
+    """(positions of the best config of each model, the rule's name): with a target, the fewest
+    steps to reach it and stay below it (analysis "reach_and_stay"); else the lowest final
+    loss.  warn: the lr-at-the-grid-edge warning."""
+    if res.steps_to_target is not None:
+        return res.best_indices(by="reach_and_stay", warn=warn), "steps to reach and stay at " \
+                                                                  "the target"
+    return res.best_indices(by="final", warn=warn), "final loss"
 
 
 def _read_toml(path):

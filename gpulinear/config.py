@@ -157,15 +157,18 @@ def grid(**fields) -> list[Config]:
     """Cartesian product of Config fields: a field given as a list is swept.
 
     Order is stable: fields vary in the order given (the last one fastest), so
-    ``grid(depth=[1, 2], lr=[0.1, 0.2])`` is (1, .1), (1, .2), (2, .1), (2, .2).  Tuples are values
-    (a tuple `width` is one set of hidden widths); use a list to sweep.
+    ``grid(depth=[1, 2], lr=[0.1, 0.2])`` is (1, .1), (1, .2), (2, .1), (2, .2).  A tuple sweeps
+    like a list (``lr=gl.LR_GRID``), except for `width`, where a tuple is one set of hidden
+    widths (sweep widths with a list: ``width=[1, (4, 2)]``).
     """
     unknown = set(fields) - {f.name for f in dataclasses.fields(Config)}
     if unknown:
         raise ValueError(f"grid: unknown Config field(s) {sorted(unknown)}; "
                          f"known: {[f.name for f in dataclasses.fields(Config)]}")
     names = list(fields)
-    axes = [v if isinstance(v, list) else [v] for v in fields.values()]
+    # a tuple sweeps too (gl.LR_GRID is one), except `width`, where a tuple is one set of widths
+    axes = [list(v) if isinstance(v, list) or (isinstance(v, tuple) and name != "width")
+            else [v] for name, v in fields.items()]
     for name, axis in zip(names, axes):
         if len(axis) == 0:
             raise ValueError(f"grid: field {name!r} is an empty list; give at least one value")

@@ -49,9 +49,7 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -63,6 +61,7 @@ from .config import check_int
 from .data import check_data
 from .engine import _check_configs, _check_target
 from .plan import plan_buckets
+from .progress import ShardProgress
 from .engine import train as _train_one
 from .losses import get_loss
 from .result import Result
@@ -113,6 +112,11 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
             "config of the call has reached the target, which no shard can see; run without it "
             "(steps_to_target is still recorded with target=)")
     kwargs.pop("stop_at_target", None)
+    # a relative target (gl.rel, or a dict per loss) becomes levels here, on the whole data: a
+    # shard (or the dry run below, on two rows) must not solve for L* on its own
+    from .targets import resolve
+    kwargs["target"], lstars, target_rule = resolve(kwargs.get("target"), configs,
+                                                    kwargs.get("loss", "l2"), X64, Y64)
     targets = None
     if kwargs.get("target") is not None and np.ndim(kwargs["target"]) > 0:
         targets = _check_target(kwargs["target"], len(configs))          # one per config: sliced
@@ -155,6 +159,8 @@ def train(X, y, configs, client=None, scheduler=None, workers=None, shard_size=N
     resumed = {i: res.meta.pop("resumed_from") for i, res in enumerate(results)}
     merged = merge_results(list(zip(shards, results)), len(configs))
     merged.meta.update(shards=len(shards), resumed={i: t for i, t in resumed.items() if t > 0})
+    if target_rule is not None:
+        merged.meta.update(target_rule=target_rule, optimal_loss=dict(lstars or {}))
     return merged
 
 
@@ -225,7 +231,7 @@ def _run_shards(client, X64, Y64, configs, shards, paths, shard_kwargs, checkpoi
                             retries=retries, pure=False)
         futures[fut] = i
     results = [None] * len(shards)
-    bar = _ShardProgress(len(shards), len(configs), progress)
+    bar = ShardProgress(len(shards), len(configs), progress)
     try:
         for fut in as_completed(list(futures)):
             i = futures[fut]
@@ -307,31 +313,3 @@ def _digest(*parts) -> str:
     for part in parts:
         h.update(part if isinstance(part, bytes) else str(part).encode())
     return h.hexdigest()
-
-
-class _ShardProgress:
-    """One line on stderr: shards and configs done, elapsed time (TTY only unless forced)."""
-
-    def __init__(self, shards, configs, enabled):
-        self.shards, self.configs = shards, configs
-        self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
-        self.done = self.configs_done = 0
-        self.start = time.perf_counter()
-        self._write()
-
-    def update(self, n_configs):
-        self.done += 1
-        self.configs_done += n_configs
-        self._write()
-
-    def _write(self):
-        if self.enabled:
-            bar = "#" * int(30 * self.done / self.shards)
-            sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.shards} shards, "
-                             f"{self.configs_done}/{self.configs} configs, "
-                             f"{time.perf_counter() - self.start:.1f} s")
-            sys.stderr.flush()
-
-    def close(self):
-        if self.enabled:
-            sys.stderr.write("\n")

@@ -13,38 +13,45 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint as ckpt
-from . import interrupt, memory
+from . import advice, interrupt, memory
+from . import targets as relative_targets
 from .backend import resolve_backend, resolve_dtype
 from .config import Config, check_int, check_real
 from .data import check_data
 from .gram import GramL2, use_gram
 from .losses import check_targets_for, config_loss, get_loss
 from .plan import record_steps, segment_ends
+from .analysis import DIVERGE_FACTOR     # default ceiling: x a config's own loss at step 0
+from .progress import StepProgress
 from .result import Result
 
 
 def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", dtype="float64",
           target=None, stop_at_target=False, diverge_above=None, progress=None,
           checkpoint=None, checkpoint_every=1000, resume=False, fused=None,
-          overwrite=False, gram=None) -> Result:
+          overwrite=False, gram=None, diverge_factor=None) -> Result:
     """Train every config on (X, y) for `steps` full-batch steps; return a Result.
 
     X (m, d); y (m,) or (m, k); configs: a Config or a list of them (gl.grid); loss: "l2", "l4",
     "l<p>", gl.Lp(p) or "xent" (a Config's own `loss` wins); backend "auto" | "numpy" | "cuda";
     dtype "float64" | "float32".  The loss is recorded at step 0, every `log_every` steps and at
-    the last step.  A config whose loss or weights become non-finite, or whose loss exceeds
-    `diverge_above`, is flagged and frozen at the step where that is seen (its weights there,
-    which may already be non-finite), and never touches another config.
-    `target` (a float, or one per config) gives `steps_to_target`, the first step whose loss is
-    <= target; with stop_at_target=True training ends at the first log point where every live
-    config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
+    the last step.  A config whose loss or weights become non-finite, or whose loss exceeds its
+    ceiling, is flagged and frozen at the step where that is seen (its weights there, which may
+    already be non-finite), and never touches another config.  The ceiling: by default
+    DIVERGE_FACTOR (1e6) x the config's own loss at step 0 (`diverge_factor=` another factor);
+    `diverge_above=L` an absolute loss level instead (math.inf: no ceiling, non-finite only).
+    A finite 1e287 is a diverged run, and flagging it keeps plots and tables finite.
+    `target` (a float, one per config, gl.rel(gap) = L* + gap |L*| of each config's loss, or a
+    dict {loss: either}; gpulinear.targets) gives `steps_to_target`, the first step whose loss
+    is <= target (meta["optimal_loss"] then holds L* per loss); with stop_at_target=True
+    training ends at the first log point where every live config has reached it.  checkpoint: a file path; the whole state is written there (atomically)
     every `checkpoint_every` steps and at the end, and resume=True continues from it (a resumed
     run equals an uninterrupted one exactly), also to more steps than a finished run had; an
     existing checkpoint is replaced only with overwrite=True, and one in use by another live
@@ -73,33 +80,37 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
     dt = resolve_dtype(dtype)
     which = resolve_backend(backend)
     X64, Y64 = check_data(X, y)
-    if diverge_above is not None:
-        diverge_above = check_real("diverge_above", diverge_above)
-        if not diverge_above > 0:
-            raise ValueError(f"diverge_above must be > 0 (a loss level), got {diverge_above!r}")
+    diverge_above, diverge_factor = check_ceiling(diverge_above, diverge_factor)
+    target, lstars, target_rule = relative_targets.resolve(target, configs, loss, X64, Y64)
     targets = _check_target(target, len(configs))
     gram_on = use_gram(gram, *X64.shape)
     for cfg in configs:
         check_targets_for(config_loss(cfg, loss), Y64)
+    advice.identity_init(configs, *X64.shape[1:], Y64.shape[1])
+    advice.feature_scales(X64)
+    advice.unreachable_target(targets, configs, loss, X64, Y64)
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=<path>")
     if checkpoint is not None:       # fail now, not after the training that it would lose
         ckpt.check_writable(checkpoint)
     limit = math.inf if diverge_above is None else float(diverge_above)
     kw = dict(loss=loss, steps=steps, log_every=log_every, backend=backend, dtype=dtype,
-              diverge_above=diverge_above, progress=progress, fused=fused, gram=gram)
+              diverge_above=diverge_above, diverge_factor=diverge_factor, progress=progress,
+              fused=fused, gram=gram)
     chunks = (_device_chunks if which == "cuda" else _host_chunks)(
         configs, loss, X64.shape, Y64.shape[1], dt, steps, log_every)
     if checkpoint is not None and resume:     # a chunked run resumes in the chunks it had
         chunks = _resumed_chunks(checkpoint, chunks, len(configs))
     if len(chunks) > 1:
-        return _train_chunks(X64, Y64, configs, chunks, targets, checkpoint, checkpoint_every,
-                             resume, overwrite, kw)
+        return _target_meta(_train_chunks(X64, Y64, configs, chunks, targets, checkpoint,
+                                          checkpoint_every, resume, overwrite, kw),
+                            lstars, target_rule)
     lock = None if checkpoint is None else ckpt.CheckpointLock(checkpoint)
     try:
-        return _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
-                           diverge_above, stop_at_target, progress, which, fused, checkpoint,
-                           checkpoint_every, resume, overwrite, gram_on)
+        result = _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit,
+                             diverge_above, stop_at_target, progress, which, fused, checkpoint,
+                             checkpoint_every, resume, overwrite, gram_on, diverge_factor)
+        return _target_meta(result, lstars, target_rule)
     finally:
         if lock is not None:
             lock.release()
@@ -107,17 +118,21 @@ def train(X, y, configs, loss="l2", steps=1000, log_every=100, backend="auto", d
 
 def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, diverge_above,
                 stop_at_target, progress, which, fused, checkpoint, checkpoint_every, resume,
-                overwrite, gram_on) -> Result:
+                overwrite, gram_on, diverge_factor=None) -> Result:
     """train() after its checks, with the checkpoint's lock held: the look-ins, the
     checkpoints and the answer to Ctrl-C."""
     rec = record_steps(steps, log_every)
     step = _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on)
+    step.diverge_factor = diverge_factor      # None: the absolute `limit` only
     fingerprint, finished = None, False
     # the checkpoint a result came from: gpulinear train tells its own --out result by it
     meta_ck = {} if checkpoint is None else {"checkpoint": str(checkpoint)}
     if checkpoint is not None:
+        # the default relative ceiling leaves the fingerprint as it was before it existed
+        ceiling = diverge_above if diverge_factor in (None, DIVERGE_FACTOR) \
+            else ("x initial loss", diverge_factor)
         fingerprint = ckpt.run_fingerprint(X64, Y64, configs, loss, dt, log_every, targets,
-                                           diverge_above, stop_at_target, step.kind)
+                                           ceiling, stop_at_target, step.kind)
         saved = ckpt.open_run(checkpoint, fingerprint, steps, resume, overwrite)
         if saved is not None:
             rec, finished = ckpt.align_records(saved, rec)
@@ -143,10 +158,10 @@ def _train_call(X64, Y64, configs, loss, dt, steps, log_every, targets, limit, d
 
     meta = {"loss": loss.name, "backend": which, "dtype": dt.name, "m": X64.shape[0],
             "d": X64.shape[1], "k": Y64.shape[1], "log_every": log_every,
-            "steps_requested": steps, "diverge_above": diverge_above, "step": step.kind,
-            **meta_ck}
+            "steps_requested": steps, "diverge_above": diverge_above,
+            "diverge_factor": diverge_factor, "step": step.kind, **meta_ck}
     targets_on = stop_at_target and targets is not None
-    bar = _Progress(steps, progress)
+    bar = StepProgress(steps, len(configs), progress)
     with interrupt.deferred_signals() as stop:
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # handled
@@ -299,11 +314,78 @@ def _merge_partial(done, partial, n_run) -> Result:
 def _result(step, configs, rec, targets, meta) -> Result:
     """The Result of `step` with the records `rec` (a prefix of its schedule), in user order."""
     host = step.host_arrays()
+    if getattr(step, "diverge_factor", None) is not None and not getattr(step, "exact_ceiling",
+                                                                          False):
+        _flag_above_ceiling(host, rec, step.diverge_factor)
+        meta = dict(meta, ceiling_checked="at record steps")
     order = np.argsort(step.rows_of)                              # buffer rows -> user order
     return Result(configs=configs, steps=rec.copy(), loss=host["log"][:, :len(rec)][order],
                   diverged_at=host["diverged_at"][order], end_to_end=host["We"][order],
                   steps_to_target=None if targets is None else host["reached_at"][order],
                   target=targets, meta={**meta, **getattr(step, "meta", {})})   # step's: at the end
+
+
+def _target_meta(result, lstars, rule):
+    """A relative target's L* per loss and its rule in the Result's meta."""
+    if rule is not None:
+        result.meta["target_rule"] = rule
+    if lstars:
+        result.meta["optimal_loss"] = dict(lstars)
+    return result
+
+
+
+
+def check_ceiling(diverge_above, diverge_factor):
+    """(diverge_above, diverge_factor) as train() applies them: an absolute level, or a factor of
+    the initial loss (the default, DIVERGE_FACTOR, when neither is given); else a ValueError."""
+    if diverge_above is not None:
+        _check_number("diverge_above", diverge_above)
+        if not float(diverge_above) > 0:
+            raise ValueError(f"diverge_above must be a loss level > 0 (math.inf: no ceiling), "
+                             f"got {diverge_above!r}")
+        if diverge_factor is not None:
+            raise ValueError("give diverge_above (an absolute loss level) or diverge_factor "
+                             "(times each config's initial loss), not both")
+        return float(diverge_above), None
+    if diverge_factor is None:
+        return None, DIVERGE_FACTOR
+    _check_number("diverge_factor", diverge_factor)
+    if not float(diverge_factor) > 1:
+        raise ValueError(f"diverge_factor must be a number > 1 (times each config's initial "
+                         f"loss; math.inf: no ceiling), got {diverge_factor!r}")
+    return None, (None if math.isinf(float(diverge_factor)) else float(diverge_factor))
+
+
+def _check_number(name, value):
+    """A real number (inf allowed: it switches the ceiling off); a bool or a string is refused
+    (float() would take them), naming `name`."""
+    if isinstance(value, (bool, str, bytes)) or type(value).__name__ == "bool_" \
+            or not isinstance(value, numbers.Real):
+        hint = " (write the number without quotes)" if isinstance(value, str) else ""
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}{hint}")
+
+
+def relative_ceiling(initial, factor, xp=np):
+    """(C,) the loss ceiling of each config: factor x its loss at step 0; inf where that loss is
+    0 or not finite (no scale to be relative to; a non-finite one has diverged already)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        ceiling = initial * factor
+    return xp.where(xp.isfinite(initial) & (initial > 0), ceiling, np.inf)
+
+
+def _flag_above_ceiling(host, rec, factor):
+    """The relative ceiling for a step that checks an absolute one only (the fused CUDA step):
+    a live config whose recorded loss exceeds factor x its step-0 loss is marked diverged at
+    the first such record step (not frozen: its later records and W_e are kept)."""
+    log = host["log"][:, :len(rec)]
+    if log.shape[1] == 0:
+        return
+    ceiling = relative_ceiling(log[:, 0], factor)
+    with np.errstate(invalid="ignore"):
+        over = log > ceiling[:, None]
+    for c in np.flatnonzero(over.any(axis=1) & (host["diverged_at"] < 0)):
+        host["diverged_at"][c] = int(rec[np.argmax(over[c])])
 
 
 def _make_step(which, fused, X64, Y64, configs, loss, dt, rec, targets, limit, gram_on=False):
@@ -407,48 +489,3 @@ def _check_target(target, n):
     if not np.isfinite(arr).all():
         raise ValueError("target must be finite")
     return arr.copy()
-
-
-class _Progress:
-    """A one-line progress bar with rate and ETA on stderr, only for a TTY (or progress=True)
-    and long runs."""
-
-    def __init__(self, total, enabled):
-        self.total = total
-        if enabled is None:
-            enabled = sys.stderr.isatty() and total >= 1000
-        self.enabled = bool(enabled) and total > 0
-        self.start = time.perf_counter()
-        self.first = None          # the step of the first update: a resumed run starts late
-        self.last = 0.0
-
-    def update(self, t):
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if self.first is None:
-            self.first, self.start = t, now
-        if now - self.last < 0.2 and t < self.total:
-            return
-        self.last = now
-        bar = "#" * int(30 * t / self.total)
-        rate = (t - self.first) / max(now - self.start, 1e-9)
-        eta = "" if rate <= 0 or t >= self.total else f", ETA {_clock((self.total - t) / rate)}"
-        sys.stderr.write(f"\r[{bar:<30}] {t}/{self.total} steps {rate:,.0f} steps/s{eta}   ")
-        sys.stderr.flush()
-
-    def close(self, done=True):
-        """End the line; done=False (interrupted) leaves the bar where it stopped."""
-        if self.enabled:
-            if done:
-                self.update(self.total)
-            sys.stderr.write("\n")
-            self.enabled = False
-
-
-def _clock(seconds) -> str:
-    """h:mm:ss, or m:ss under an hour."""
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-    return f"{s // 60}:{s % 60:02d}"

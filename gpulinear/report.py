@@ -467,7 +467,7 @@ def timed_train(label, X, y, configs, steps, **kw):
           flush=True)
     cpu0 = _cpu_seconds(resource)
     start = time.perf_counter()
-    res = train(X, y, configs, steps=steps, progress=False, **kw)
+    res = train(X, y, configs, steps=steps, progress=None, **kw)   # a tqdm bar on a terminal
     wall, cpu = time.perf_counter() - start, _cpu_seconds(resource) - cpu0
     TIMINGS.append({"label": label, "configs": n, "steps": steps, "wall_s": round(wall, 2),
                     "cpu_s": round(cpu, 2), "config_steps_per_s": round(n * steps / wall)})

@@ -22,7 +22,7 @@ MODEL_FIELDS = ("depth", "width", "init", "init_scale", "parameterization", "opt
                 "weight_decay", "seed")
 
 
-@dataclass
+@dataclass(repr=False)
 class Result:
     """configs: list[Config] (n); steps (r,) recorded steps; loss (n, r) training loss there;
     diverged_at (n,) step of divergence or -1; end_to_end (n, k, d) final W_e (frozen ones: at
@@ -55,24 +55,60 @@ class Result:
                          initial=np.inf, where=np.isfinite(self.loss))
 
     def records(self) -> list[dict]:
-        """One dict per config: its fields plus final/best loss, diverged_at, steps_to_target."""
+        """One dict per config: its fields (loss: the one it trained with) plus final/best loss,
+        diverged, diverged_at and, with a target, target, steps_to_target (first step at or
+        below it), reached, steps_to_target_stay (first record from which it stays at or below
+        it: analysis.steps_to(stay=True)); None where a step never came."""
         rows = []
+        if self.steps_to_target is not None:
+            from .export import config_columns
+            stay = config_columns(self)["steps_to_target_stay"]
         for i, cfg in enumerate(self.configs):
             row = cfg.to_dict()
+            if row.get("loss") is None:
+                row["loss"] = self.meta.get("loss")
             row.update(final_loss=float(self.final_loss[i]), best_loss=float(self.best_loss[i]),
-                       diverged=bool(self.diverged[i]), diverged_at=int(self.diverged_at[i]))
+                       diverged=bool(self.diverged[i]),
+                       diverged_at=int(self.diverged_at[i]) if self.diverged[i] else None)
             if self.steps_to_target is not None:
-                row["steps_to_target"] = int(self.steps_to_target[i])
+                reached = bool(self.steps_to_target[i] >= 0)
+                row.update(target=None if self.target is None else float(self.target[i]),
+                           steps_to_target=int(self.steps_to_target[i]) if reached else None,
+                           reached=reached, steps_to_target_stay=None if np.isnan(stay[i])
+                           else int(stay[i]))
             rows.append(row)
         return rows
 
     def table(self):
-        """records() as a pandas DataFrame when pandas is installed, else the list of dicts."""
-        try:
-            import pandas as pd
-        except ImportError:
-            return self.records()
-        return pd.DataFrame(self.records())
+        """One row per config as a pandas DataFrame, always (pandas: the `table` extra; without
+        it an ImportError says so; records() is the same without pandas).  Columns: every
+        Config field, label, final_loss, best_loss, diverged, diverged_at and, with a target,
+        target, steps_to_target, reached; "never" is NaN."""
+        from .export import to_pandas
+        return to_pandas(self)
+
+    def to_pandas(self, long=False):
+        """table(), or long=True one row per (config, recorded step): the swept fields, step,
+        loss, gap (L - L* where meta["optimal_loss"] has it) and diverged — for seaborn."""
+        from .export import to_pandas
+        return to_pandas(self, long=long)
+
+    def to_xarray(self, unstack=False):
+        """An xarray.Dataset: loss(config, step) with every swept Config field a coordinate;
+        diverged, diverged_at / steps_to_target (NaN: never), final/best loss, target and the
+        end-to-end matrices as variables; meta as attrs.  unstack=True: one dimension per swept
+        field, loss(depth, lr, ..., step).  Writes to netCDF (ds.to_netcdf) and zarr as is.
+        Needs the `xarray` extra."""
+        from .export import to_xarray
+        return to_xarray(self, unstack=unstack)
+
+    def __repr__(self) -> str:
+        from .export import summary
+        return summary(self)
+
+    def _repr_html_(self) -> str:
+        from .export import html
+        return html(self)
 
     def subset(self, indices) -> "Result":
         """A Result holding only the configs at `indices` (in that order)."""
@@ -118,30 +154,49 @@ class Result:
                    steps_to_target=cat("steps_to_target"), target=cat("target"),
                    meta=dict(results[0].meta, parts=len(parts)))
 
-    def best(self, by="final_loss", group=None, optimal=0.0) -> "Result":
+    def best(self, by="final_loss", group=None, optimal=None, level=None) -> "Result":
         """The best config of each model: the paper's per-model "fastest convergence" lr choice.
 
         group: Config fields that name a model (default: MODEL_FIELDS, i.e. everything but lr and
-        the optimizer hyperparameters); by: "final_loss", "best_loss", "auc" (mean log10 loss over
-        the records, rewards being low early as well as late) or "steps_to_target" (ties broken by
-        final loss).  Diverged configs are chosen only when nothing else is left in a group.
-        optimal: L* (a number or one per config) subtracted before "auc" takes the log.
+        the optimizer hyperparameters); by: a rule of gpulinear.analysis (one implementation with
+        the experiments; ties to the smaller lr) — "final" (lowest final gap), "mean_log_gap"
+        (mean log10 gap over the run: low early and late), "steps_to" (fewest steps to first
+        touch `level`), "reach_and_stay" (fewest steps to reach `level` and stay below it to the
+        end) — or the older "final_loss", "best_loss", "auc", "steps_to_target" (first touched).
+        Diverged configs are chosen only when nothing else is left in a group.
+        optimal: L* (a number or one per config; None: meta["optimal_loss"], else 0).
+        level: a gap L - L* (a number, one per config, or gl.rel(0.01)); None: the target.
         """
-        return self.subset(self.best_indices(by, group, optimal))
+        return self.subset(self.best_indices(by, group, optimal, level=level))
 
-    def best_indices(self, by="final_loss", group=None, optimal=0.0) -> list[int]:
-        """Positions of the configs best() picks, in increasing order."""
+    def best_indices(self, by="final_loss", group=None, optimal=None, warn=True,
+                     level=None) -> list[int]:
+        """Positions of the configs best() picks, in increasing order.  warn: a ScienceWarning
+        when a group's best lr is the largest or smallest of its grid (gpulinear.advice)."""
         group = MODEL_FIELDS if group is None else tuple(group)
         known = set(Config.__dataclass_fields__)
         bad = [g for g in group if g not in known]
         if bad:
             raise ValueError(f"group: unknown Config field(s) {bad}")
-        score = self._score(by, optimal)
+        if optimal is None:
+            from .export import optimal_per_config
+            optimal = optimal_per_config(self)
+            optimal = 0.0 if optimal is None else optimal
+        from .analysis import RULES
         chosen: dict = {}
-        for i, cfg in enumerate(self.configs):
-            key = tuple(_hashable(getattr(cfg, g)) for g in group)
-            if key not in chosen or score[i] < score[chosen[key]]:
-                chosen[key] = i
+        if by in RULES:
+            from . import measures
+            for i in measures.best_indices(self, by, group, level, optimal):
+                chosen[tuple(_hashable(getattr(self.configs[i], g)) for g in group)] = i
+        else:
+            score = self._score(by, optimal)
+            for i, cfg in enumerate(self.configs):
+                key = tuple(_hashable(getattr(cfg, g)) for g in group)
+                if key not in chosen or score[i] < score[chosen[key]]:
+                    chosen[key] = i
+        if warn:
+            from .advice import lr_at_edge
+            lr_at_edge(self, chosen.values(), group)
         return sorted(chosen.values())
 
     def _score(self, by, optimal=0.0):
@@ -167,8 +222,46 @@ class Result:
             reach = np.where(never, np.inf, self.steps_to_target)
             return [(bool(a), float(s), float(f))
                     for a, s, f in zip(self.diverged, reach, self.loss[:, -1])]
-        raise ValueError(f"by: unknown {by!r}; use 'final_loss', 'best_loss', 'auc' or "
-                         "'steps_to_target'")
+        raise ValueError(f"by: unknown {by!r}; use one of gpulinear.analysis.RULES ('final', "
+                         "'mean_log_gap', 'steps_to', 'reach_and_stay') or 'final_loss', "
+                         "'best_loss', 'auc', 'steps_to_target'")
+
+    # -- measures: gpulinear.analysis on these curves (gpulinear.measures) ----------------------
+    def gaps(self, optimal=None) -> np.ndarray:
+        """(n, r) L - L* at the recorded steps, +inf from each config's divergence on.
+        optimal: L* (a number or one per config); None: meta["optimal_loss"]."""
+        from . import measures
+        return measures.gaps(self, optimal)
+
+    def steps_to(self, level=None, stay=True, optimal=None) -> np.ndarray:
+        """(n,) the first recorded step from which L - L* <= level and stays there to the end
+        (stay=False: first touched); NaN = never.  level: a gap (a number, one per config, or
+        gl.rel(0.01)); None: each config's target."""
+        from . import measures
+        return measures.steps_to(self, level, stay, optimal)
+
+    def escape_steps(self, optimal=None, fraction=None) -> np.ndarray:
+        """(n,) first recorded step with L - L* below `fraction` (analysis.ESCAPE, 0.9) of its
+        start: the end of a near-zero init's plateau.  NaN = never."""
+        from . import analysis, measures
+        return measures.escape_steps(self, optimal, analysis.ESCAPE if fraction is None
+                                     else fraction)
+
+    def speedups(self, baseline=None, by="reach_and_stay", level=None, optimal=None):
+        """A DataFrame, one row per model at its best lr (`by`): steps to the level, its
+        baseline's (default baseline={"depth": 1}: the same model at depth 1, at its own best
+        lr) and the speed-up = baseline steps / steps (">2x" / "<0.5x" where one never got
+        there).  level None: the target, without one "run"; "run": the gaps the baseline
+        reaches at 10/25/50/100 % of the run (median speed-up over them); a gap or gl.rel(g).
+        gpulinear.analysis.speedups decides."""
+        from . import measures
+        from .export import _need
+        if optimal is None:
+            from .export import optimal_per_config
+            optimal = optimal_per_config(self)
+            optimal = 0.0 if optimal is None else optimal
+        rows = measures.speedups(self, baseline, by, level, optimal)
+        return _need("pandas", "table").DataFrame(rows)
 
     # -- persistence: one .npz (arrays + the JSON document), never pickle ------------------------
     def save(self, path) -> Path:
@@ -282,16 +375,24 @@ class Result:
         _check_shapes(npath, len(configs), arrays)
         return cls(configs=configs, meta=doc["meta"], **arrays)
 
-    def plot(self, ax=None, optimal=0.0, labels=None, title=None, path=None):
+    def plot(self, ax=None, optimal=None, labels=None, title=None, path=None):
         """Loss - L* on a log axis against iteration, one curve per config (like the paper's
-        figures); diverged configs end at their divergence step with an x.  Returns the Axes."""
+        figures); diverged configs end at their divergence step with an x.  optimal: L* (None:
+        meta["optimal_loss"] where train() or the CLI recorded it, else 0).  Returns the Axes."""
         from .plot import plot_curves
+        if optimal is None:
+            from .export import optimal_per_config
+            optimal = optimal_per_config(self)
+            optimal = 0.0 if optimal is None else optimal
         return plot_curves(self, ax=ax, optimal=optimal, labels=labels, title=title, path=path)
 
 
 def _base(path) -> Path:
-    """The path without a trailing .npz/.json; other dots stay ("runs/lr_0.01" is a name)."""
+    """The path without a trailing .npz/.json; other dots stay ("runs/lr_0.01" is a name).  A
+    folder holding result.npz (what `gpulinear train --out DIR` writes) means DIR/result."""
     base = Path(path)
+    if base.is_dir() and (base / "result.npz").exists():
+        return base / "result"
     return base.with_name(base.name[:-len(base.suffix)]) if base.suffix in (".npz", ".json") \
         else base
 

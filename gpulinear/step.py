@@ -36,6 +36,8 @@ from .plan import build_buckets
 
 class ArrayStep:
     kind = "array"
+    exact_ceiling = True     # applies diverge_factor at every step (set by the engine)
+    diverge_factor = None    # ceiling = this x each config's loss at step 0, with `limit`
 
     def __init__(self, xp, X64, Y64, configs, loss, dt, rec_steps, targets, limit, gram=None):
         m, d = X64.shape
@@ -151,6 +153,14 @@ class ArrayStep:
             b.params = [xp.array(z[f"b{i}_param{j}"]) for j in range(len(b.params))]
             b.state = _unflatten(b.state, lambda name, i=i: xp.asarray(z[f"b{i}_state_{name}"]))
         self.t, self.evaluated, self.pending = t, False, None
+        if self.diverge_factor is not None and t > 0:      # step 0 is not evaluated again
+            self._set_ceiling(self.log[:, 0])
+
+    def _set_ceiling(self, initial):
+        """limit: the smaller of the absolute one and diverge_factor x the step-0 loss (C,)."""
+        from .engine import relative_ceiling
+        xp = self.xp
+        self.limit = xp.minimum(relative_ceiling(initial, self.diverge_factor, xp), self.limit)
 
     # -- one step ----------------------------------------------------------------------------
     def _evaluate(self, t):
@@ -164,6 +174,8 @@ class ArrayStep:
             values[self.Cd:] = self.gram.value_and_grad(self.We[self.Cd:], self.Gg, self.sigma,
                                                         self.w_star)
         alive = self.alive
+        if t == 0 and self.diverge_factor is not None:
+            self._set_ceiling(values)
         # non-finite weights make their sum non-finite (and a sum that overflows holds weights
         # near 1e308: diverged too): one reduction instead of a (C, k, d) boolean pass
         healthy = (xp.isfinite(values) & (values <= self.limit)

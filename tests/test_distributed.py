@@ -287,3 +287,13 @@ def test_cli_train_with_a_scheduler(client, tmp_path):
                                 backend="numpy"), RTOL)
     with pytest.raises(SystemExit):                   # one of --scheduler / --workers
         cli.main(argv + ["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"])
+
+
+def test_a_relative_target_is_resolved_on_the_whole_data(client):
+    """gl.rel: L* from all of X (not a shard's, nor the two-row dry run's); same as one call."""
+    kw = dict(KW, target=gl.rel(0.5))
+    res = gd.train(X, Y, CFGS, client=client, shard_size=4, **kw)
+    ref = gl.train(X, Y, CFGS, **kw)
+    np.testing.assert_array_equal(res.target, ref.target)
+    np.testing.assert_array_equal(res.steps_to_target, ref.steps_to_target)
+    assert res.meta["optimal_loss"] == ref.meta["optimal_loss"]

@@ -332,12 +332,14 @@ def test_an_array_for_a_sweep_suggests_a_list():
 
 
 def test_progress_shows_an_eta(capsys):
-    bar = engine._Progress(1000, True)
+    from gpulinear.progress import StepProgress
+    bar = StepProgress(1000, 4, True)            # tqdm: "[elapsed<remaining, rate]"
     bar.update(1)
     time.sleep(0.21)
     bar.update(500)
     bar.close()
-    assert "ETA" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "config-step/s" in err and "<" in err and "4 configs x 1,000 steps" in err
 
 
 # -- issue 18: chunked grids, numbers that are not numbers, isolation -----------------------------

@@ -98,7 +98,8 @@ def test_results_that_cannot_be_written_at_the_end_go_to_a_fallback(tmp_path, ca
 def test_train_says_which_configs_diverged(tmp_path, capsys, csv):
     assert main(_argv(csv, tmp_path / "out", "--lr", "1e-2", "1e4")) == 0
     out = capsys.readouterr().out
-    assert "diverged: 1 of 4 configs: depth 2, lr 10000 (step" in out
+    # depth 1 at lr 1e4 stays finite (1e246 at step 30) but passes 1e6 x its initial loss
+    assert "diverged: 2 of 4 configs: depth 1, lr 10000 (step 1), depth 2, lr 10000 (step" in out
 
 
 def test_checkpoint_flags_refuse_an_overwrite_and_extend_a_run(tmp_path, capsys, csv):
