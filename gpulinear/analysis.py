@@ -64,9 +64,11 @@ def gap_curves(loss, optimal=0.0, diverged_at=None, steps=None, factor=DIVERGE_F
     opt = np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
     dead = ~np.isfinite(loss)
     if factor is not None and np.isfinite(factor):
+        # relative to the config's own start; a config that starts at loss 0 has no relative
+        # ceiling (as in the engine: nothing is "far above" zero in ratio)
         start = np.abs(loss[:, :1])
         with np.errstate(invalid="ignore", over="ignore"):
-            dead |= loss > factor * np.where(start > 0, start, np.finfo(float).tiny)
+            dead |= (start > 0) & (loss > factor * start)
     if diverged_at is not None:
         at = np.asarray(diverged_at)
         dead |= (at[:, None] >= 0) & (np.asarray(steps)[None, :] >= at[:, None])
@@ -122,8 +124,8 @@ def rule_scores(steps, gaps, rule, level=None):
     """(n, 2) sort keys per curve, lower is better: rule's number, then the final gap.
 
     rules: "mean_log_gap" (lowest mean log10 gap over the run: rewards being low early and late),
-    "final" (lowest final gap), "steps_to" (fewest steps to `level`; curves that never reach it
-    rank after, by final gap), "reach_and_stay" (the same, the curve must stay below it).
+    "final" (lowest final gap), "steps_to" (fewest steps to `level`, a gap or one per curve (n,);
+    curves that never reach it rank after, by final gap), "reach_and_stay" (the same, the curve must stay below it).
     A diverged curve ranks after every live one."""
     g = np.atleast_2d(np.asarray(gaps, dtype=float))
     final = np.where(np.isfinite(g[:, -1]), g[:, -1], np.inf)
@@ -134,8 +136,10 @@ def rule_scores(steps, gaps, rule, level=None):
     elif rule in ("steps_to", "reach_and_stay"):
         if level is None:
             raise ValueError(f"rule {rule!r} needs level= (a gap L - L*)")
-        key = steps_to(steps, g, level, stay=rule == "reach_and_stay")
-        key = np.where(np.isnan(key), np.inf, key)
+        lv = np.asarray(level, dtype=float)      # one level, or one per curve (n,)
+        key = steps_to(steps, g, lv if lv.ndim == 0 else lv.reshape(-1, 1),
+                       stay=rule == "reach_and_stay")
+        key = np.where(np.isnan(key), np.inf, key).reshape(len(g))
     else:
         raise ValueError(f"rule: unknown {rule!r}; choose one of {RULES}")
     dead = np.isinf(g).any(axis=1)

@@ -382,15 +382,6 @@ def optimal_losses(X, y, losses) -> dict:
     return {name: optimal_loss(X, y, name) for name in losses}
 
 
-def gaps_at(result, optimal, at_steps) -> np.ndarray:
-    """(n, len(at_steps)) loss - L* at the recorded steps nearest to `at_steps` (inf if diverged
-    by then)."""
-    idx = [int(np.argmin(np.abs(result.steps - s))) for s in at_steps]
-    gap = result.loss[:, idx] - np.reshape(np.asarray(optimal, dtype=float), (-1, 1))
-    dead = result.diverged[:, None] & (result.steps[idx][None, :] >= result.diverged_at[:, None])
-    return np.where(dead | ~np.isfinite(gap), np.inf, gap)
-
-
 def fmt(x) -> str:
     """A number for a report cell: 3 significant digits, 'never'/'diverged' for -1/inf."""
     if isinstance(x, (int, np.integer)):
@@ -398,27 +389,6 @@ def fmt(x) -> str:
     if not np.isfinite(x):
         return "diverged"
     return f"{x:.3g}"
-
-
-def best_per_model(result, optimal, group, eps_levels=(), at_steps=()) -> list[dict]:
-    """For each model (configs equal in `group` fields), the lr with the fastest convergence —
-    the lowest mean log10(loss - L*) over the run, which rewards getting low early as well as
-    late — and its numbers: lr, final gap, gaps at `at_steps`, steps to reach L* + eps."""
-    opt = np.asarray(optimal, dtype=float)
-    idx = result.best_indices(by="auc", group=group, optimal=opt)
-    gaps = gaps_at(result.subset(idx), opt[idx] if opt.ndim else opt,
-                   list(at_steps) + [result.steps[-1]])
-    rows = []
-    for n, i in enumerate(idx):
-        cfg = result.configs[i]
-        gap = result.loss[i] - (opt[i] if opt.ndim else opt)
-        reach = steps_to_reach(result.steps, gap[None], eps_levels)[0] if len(eps_levels) else []
-        rows.append({"config_index": i, **{g: getattr(cfg, g) for g in group}, "lr": cfg.lr,
-                     "optimizer": cfg.optimizer, "diverged": bool(result.diverged[i]),
-                     "final_gap": float(gaps[n, -1]),
-                     "gap_at": {int(s): float(v) for s, v in zip(at_steps, gaps[n, :-1])},
-                     "steps_to_eps": {str(e): int(r) for e, r in zip(eps_levels, reach)}})
-    return rows
 
 
 def finish_figure(fig, path, grid_axes=()) -> None:
@@ -449,11 +419,6 @@ def spread_text(values) -> str:
     return f"{np.median(v):.2g}x ({v.min():.2g}-{v.max():.2g}x over {len(v)} seeds)"
 
 
-def length_verdict(run_steps: int, needed_steps: int, judged: str) -> str:
-    """`judged` if the run reached `needed_steps`, else NOT_TESTABLE."""
-    return judged if run_steps >= needed_steps else NOT_TESTABLE
-
-
 # -- run accounting: config-steps, progress lines, the time estimate printed before a run -----
 
 def timed_train(label, X, y, configs, steps, **kw):
@@ -480,26 +445,6 @@ def timed_train(label, X, y, configs, steps, **kw):
 def _cpu_seconds(resource) -> float:
     use = resource.getrusage(resource.RUSAGE_SELF)
     return use.ru_utime + use.ru_stime
-
-
-def seeded_curves(label, X, y, result, optimal, rows, seeds, steps, **kw) -> dict:
-    """Gap curves L - L* per model and seed: {row index: [(r,) gap for each seed]}.
-
-    The first seed's curve is the lr-grid winner in `result` (rows from best_per_model); the
-    other `seeds` rerun each model at that same lr in one timed_train call (the lr is chosen
-    once, on the first seed, so the spread measures the initialization, not the lr search).
-    `optimal` is a function Config -> L*."""
-    import dataclasses
-    curves = {n: [gap_curve(result, r["config_index"], optimal(result.configs[r["config_index"]]))]
-              for n, r in enumerate(rows)}
-    if not seeds:
-        return curves
-    cfgs = [dataclasses.replace(result.configs[r["config_index"]], seed=s)
-            for r in rows for s in seeds]
-    more = timed_train(label, X, y, cfgs, steps, **kw)
-    for j, cfg in enumerate(cfgs):
-        curves[j // len(seeds)].append(gap_curve(more, j, optimal(cfg)))
-    return curves
 
 
 def gap_curve(result, i, lstar) -> np.ndarray:

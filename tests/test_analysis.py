@@ -32,6 +32,7 @@ def test_gap_curves_counts_a_huge_finite_loss_as_diverged():
     assert np.isinf(g[0, 2:]).all() and g[0, 1] == 1.0         # dead from 1e199 on, for good
     assert np.isfinite(g[1]).all()
     assert np.isfinite(A.gap_curves(loss, 0.0, factor=np.inf)[0]).all()
+    assert np.isfinite(A.gap_curves([[0.0, 1.0, 5.0]], 0.0)).all()   # from 0: no relative ceiling
     flagged = A.gap_curves(loss[1:], 0.0, diverged_at=np.array([200]), steps=np.arange(4) * 100)
     assert np.isfinite(flagged[0, :2]).all() and np.isinf(flagged[0, 2:]).all()
 
@@ -47,6 +48,9 @@ def test_rules_pick_different_winners_and_diverged_never_wins():
            for r in ("mean_log_gap", "final", "steps_to", "reach_and_stay")}
     assert win["final"] == 1 and win["steps_to"] == 0 and win["reach_and_stay"] == 0
     assert 2 not in win.values()
+    per_curve = A.rule_scores(STEPS, g[:2], "steps_to", level=np.array([0.06, 0.002]))
+    assert np.isfinite(per_curve[:, 0]).all()                  # each reaches its own level
+    assert np.isinf(A.rule_scores(STEPS, g[:2], "steps_to", level=0.002)[0, 0])
     with pytest.raises(ValueError, match="level"):
         A.rule_scores(STEPS, g, "steps_to")
     with pytest.raises(ValueError, match="rule"):
