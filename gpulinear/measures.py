@@ -69,17 +69,12 @@ def escape_steps(result, optimal=None, fraction=analysis.ESCAPE):
 
 
 def scores(result, rule, level=None, optimal=None):
-    """(n, 2) analysis.rule_scores of every config (configs with different levels scored apart,
-    each with its own)."""
+    """(n, 2) analysis.rule_scores of every config (each config with its own level)."""
     g = gaps(result, optimal)
     if rule not in ("steps_to", "reach_and_stay"):
         return analysis.rule_scores(result.steps, g, rule)
-    lv = levels_of(result, level, optimal)
-    out = np.empty((len(g), 2))
-    for value in np.unique(lv):
-        rows = np.flatnonzero(lv == value)
-        out[rows] = analysis.rule_scores(result.steps, g[rows], rule, level=float(value))
-    return out
+    return analysis.rule_scores(result.steps, g, rule,
+                                level=np.asarray(levels_of(result, level, optimal), dtype=float))
 
 
 def best_indices(result, rule, group, level=None, optimal=None):
