@@ -72,7 +72,10 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
     for y_scale in m["y_scales"]:
         X, y = protocol.ethanol_variant("zscore", y_scale)
         lstar = optimal_losses(X, y, sorted({loss_name(p) for p in m["p"]}))
-        search = lr_search(X, y, mods, list(m["lrs"]), steps, lambda c: lstar[c.loss],
+        # the loss's curvature grows as y_scale^(p-2): the same grid, shifted by it, searches the
+        # same range of effective step sizes at every scale (x10 at p = 6 needs lrs 1e4 smaller)
+        lrs = {key: [lr / y_scale ** (key[0] - 2) for lr in m["lrs"]] for key in mods}
+        search = lr_search(X, y, mods, lrs, steps, lambda c: lstar[c.loss],
                            train=functools.partial(timed_train), label=f"atlas y x{y_scale:g}",
                            rules=("mean_log_gap",), seeds=(seed,),
                            log_every=max(1, steps // 200), backend=backend)
@@ -83,14 +86,19 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
                 continue
             base = search.gaps("refined", "mean_log_gap", (p, "normal", 1))[0]
             model = search.gaps("refined", "mean_log_gap", key)[0]
-            full = analysis.median_speedup(analysis.speedups(search.steps, base, model))
+            rows = analysis.speedups(search.steps, base, model)
+            full = analysis.median_speedup(rows)
+            # the model never left its start (a stall): its median is only an upper bound
+            stalled = bool(np.isnan(analysis.escape_steps(search.steps, model[None])[0]))
             first = analysis.median_speedup(analysis.speedups(search.steps[:half], base[:half],
                                                               model[:half]))
+            if np.isnan(analysis.escape_steps(search.steps, np.stack([base, model]))).all():
+                full = first = float("nan")     # neither moved: no speed-up to read
             settled = bool(np.isfinite(full) and np.isfinite(first)
                            and abs(full - first) <= SETTLED * full)
             unsettled += not settled
             cells.append({"p": p, "init": init, "y_scale": y_scale, "depth": d,
-                          "speedup": full, "speedup_first_half": first, "settled": settled,
+                          "speedup": full, "upper_bound": stalled, "speedup_first_half": first, "settled": settled,
                           "lr": search.lr("refined", "mean_log_gap", key),
                           "lr_depth1": search.lr("refined", "mean_log_gap", (p, "normal", 1)),
                           "known_within": search.choice[("refined", "mean_log_gap",
@@ -104,14 +112,16 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         "evidence": [_summary(cells, unsettled, steps)],
         "setup": f"Ethanol z-scored, GD, width 1; p {list(m['p'])}, inits {list(m['inits'])}, "
                  f"target x{list(m['y_scales'])}; depths {list(DEPTHS)} vs depth 1 (near-zero "
-                 f"init); lr grid {list(m['lrs'])} refined to 14 % (rule a: mean log10 gap); "
+                 f"init); lr grid {list(m['lrs'])} / y_scale^(p-2) (the curvature's scale), "
+                 f"refined to 14 % (rule a: mean log10 gap); 'no progress': neither depth 1 nor "
+                 f"the model left 90 % of its start at its best lr; "
                  f"{steps:,} steps; speed-up = median over depth 1's 10/25/50/100 % levels; a "
                  f"cell is settled if its speed-up on the first half of the run is within "
                  f"{SETTLED:.0%} of the full run's."})
 
 
 def _summary(cells, unsettled, steps) -> str:
-    acc = [c for c in cells if c["speedup"] > analysis.FASTER]
+    acc = [c for c in cells if np.nan_to_num(c["speedup"]) > analysis.FASTER]
     by_p = {}
     for c in cells:
         by_p.setdefault(c["p"], []).append(c["speedup"])
@@ -131,8 +141,9 @@ def _table(cells, m) -> list[str]:
             for init, ys in cols:
                 c = next((c for c in cells if (c["p"], c["init"], c["y_scale"], c["depth"])
                           == (p, init, ys, d)), None)
-                row.append("-" if c is None else f"{c['speedup']:.2g}x" + ("" if c["settled"]
-                                                                           else " (unsettled)"))
+                row.append("-" if c is None else "no progress" if np.isnan(c["speedup"]) else
+                           ("<" if c["upper_bound"] else "") + f"{c['speedup']:.2g}x"
+                           + ("" if c["settled"] else " (unsettled)"))
             lines.append(f"| {p:g} | {d} | " + " | ".join(row) + " |")
     return lines
 
