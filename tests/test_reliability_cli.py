@@ -18,14 +18,6 @@ from gpulinear.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def csv(tmp_path):
-    X, y = gl.datasets.synthetic_regression(m=50, d=4, seed=2)
-    path = tmp_path / "data.csv"
-    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
-    return path
-
-
 def _argv(csv, out, *extra):
     return ["train", "--data", str(csv), "--depth", "1", "2", "--lr", "1e-2", "--loss", "l2",
             "--steps", "30", "--log-every", "10", "--backend", "numpy", "--out", str(out),

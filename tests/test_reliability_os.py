@@ -238,14 +238,6 @@ def test_sigterm_in_gl_train_stops_at_a_look_in_with_checkpoint_and_result(tmp_p
         assert int(z["t"]) == out["step"]
 
 
-@pytest.fixture
-def csv(tmp_path):
-    X, y = gl.datasets.synthetic_regression(m=50, d=4, seed=2)
-    path = tmp_path / "data.csv"
-    np.savetxt(path, np.column_stack([X, y]), delimiter=",", fmt="%.17g")
-    return path
-
-
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_in_the_cli_save_everything_and_release_the_lock(tmp_path, csv, sig,
                                                                            status):
