@@ -448,10 +448,9 @@ def _cpu_seconds(resource) -> float:
 
 
 def gap_curve(result, i, lstar) -> np.ndarray:
-    """(r,) L - L* of config i, inf from its divergence on (never counts as reached)."""
-    gap = result.loss[i] - lstar
-    dead = result.diverged[i] & (result.steps >= result.diverged_at[i])
-    return np.where(dead | ~np.isfinite(gap), np.inf, gap)
+    """(r,) L - L* of config i, inf from its divergence on (analysis.gap_curves' rule)."""
+    from .analysis import gap_curves
+    return gap_curves(result.loss[i:i + 1], lstar, result.diverged_at[i:i + 1], result.steps)[0]
 
 
 def seed_speedups(steps, base_curves, model_curves) -> tuple[list, list]:
