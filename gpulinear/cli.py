@@ -122,9 +122,10 @@ def _main(argv) -> int:
     rp.add_argument("--backend", default="auto")
     rp.add_argument("--tiny", action="store_true", help="seconds-long smoke runs (CI)")
     rp.add_argument("--list", action="store_true", help="list the experiments and exit")
-    rp.add_argument("--jobs", type=int, default=1, metavar="N",
-                    help="run experiments in N processes, one BLAS thread each (2 on a 2-core "
-                         "CPU halves the wall time; results are the same)")
+    rp.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="run experiments in N processes, one BLAS thread each (default: one "
+                         "per CPU core on the numpy backend, 1 on a GPU or with --tiny; the "
+                         "results are the same)")
 
     args = parser.parse_args(argv)
     import warnings

@@ -122,14 +122,16 @@ def reproduce_main(args) -> int:
         from .cli import UsageError
         raise UsageError(f"reproduce: unknown experiment(s) {unknown}; choose from "
                          f"{list(EXPERIMENTS)}")
-    jobs = getattr(args, "jobs", 1)
-    if not isinstance(jobs, int) or jobs < 1:
+    jobs = getattr(args, "jobs", None)
+    if jobs is not None and (not isinstance(jobs, int) or jobs < 1):
         from .cli import UsageError
         raise UsageError(f"reproduce: --jobs must be an integer >= 1, got {jobs!r}")
     from .backend import resolve_backend
     backend = resolve_backend(args.backend)       # early: a missing GPU fails before any run
     quick = _quick_default(args.quick, args.full, args.backend)
     tiny = getattr(args, "tiny", False)
+    if jobs is None:
+        jobs = default_jobs(tiny, backend, len(names))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("\n".join(estimate_lines(names, "tiny" if tiny else "quick" if quick else "full",
@@ -149,6 +151,16 @@ def reproduce_main(args) -> int:
     print(summary(sections, tiny))
     print(f"wrote {out / 'REPORT.md'}")
     return 1 if failed else 0
+
+
+def default_jobs(tiny: bool, backend: str, n_experiments: int, cores=None) -> int:
+    """One process per core on a CPU (each with one BLAS thread, the estimate's rate); one
+    process on a GPU (it is shared, and each process would hold its own context) and for
+    seconds-long tiny runs (spawning costs more than it saves)."""
+    import os
+    if tiny or backend != "numpy":
+        return 1
+    return max(1, min(cores or os.cpu_count() or 1, n_experiments))
 
 
 def _run_one(name, out: Path, quick: bool, backend: str, tiny: bool) -> tuple:

@@ -66,6 +66,13 @@ def test_reproduce_jobs_runs_experiments_in_processes_with_the_same_report(tmp_p
         main(["reproduce", "sec3", "--tiny", "--jobs", "0", "--out", str(one)])
 
 
+def test_default_jobs_one_per_core_on_a_cpu_only():
+    from gpulinear.report import default_jobs
+    assert default_jobs(False, "numpy", 9, cores=2) == 2
+    assert default_jobs(False, "numpy", 1, cores=8) == 1
+    assert default_jobs(True, "numpy", 9, cores=2) == 1 and default_jobs(False, "cuda", 9, 8) == 1
+
+
 def test_makespan_is_list_scheduling():
     from gpulinear.report import makespan
     assert makespan([27, 20, 17, 17, 6, 2], 2) == 45
