@@ -70,15 +70,15 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
     res = timed_train("fig2", X, y, cfgs, steps, log_every=max(1, steps // 400), backend=backend)
     res.save(out / "fig2")
     opt = np.array([lstar[c.loss] for c in cfgs])
-    gap = res.loss - opt[:, None]
+    # L - L* with the divergence rule applied (inf once diverged): every measure reads this
+    gap = analysis.gap_curves(res.loss, opt, res.diverged_at, res.steps)
     rows, worst_e2e, worst_width, moved_all = [], 0.0, 0.0, True
     worst_esc_e2e = worst_esc_width = worst_ratio = 0.0
-    gaps = analysis.gap_curves(res.loss, opt, res.diverged_at, res.steps)
     for n in range(0, n_main, 4):
         w1, w100, e1, e100 = n, n + 1, n + 2, n + 3   # deep width 1 / wide, Eq 12 from each
-        moved_all &= bool(np.isfinite(analysis.escape_steps(res.steps, gaps[[e1, e100]])).all())
-        esc = analysis.escape_steps(res.steps, gaps[[w1, w100, e1, e100]])
-        ratios = {name: analysis.level_step_ratios(res.steps, gaps[a], gaps[b])[1]
+        moved_all &= bool(np.isfinite(analysis.escape_steps(res.steps, gap[[e1, e100]])).all())
+        esc = analysis.escape_steps(res.steps, gap[[w1, w100, e1, e100]])
+        ratios = {name: analysis.level_step_ratios(res.steps, gap[a], gap[b])[1]
                   for name, a, b in (("e2e_vs_width1", w1, e1), ("e2e_vs_wide", w100, e100),
                                      ("width1_vs_wide", w100, w1))}
         row = {"loss": cfgs[n].loss, "depth": cfgs[n].depth,
@@ -87,9 +87,9 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
                "escape_step": dict(zip(("width1", "wide", "e2e_width1", "e2e_wide"),
                                        (_int(e) for e in esc))),
                # after both curves are past their drop (analysis.agreement_after_drop)
-               "after_escape": {"e2e_vs_width1": analysis.agreement_after_drop(gaps[w1], gaps[e1]),
-                                "e2e_vs_wide": analysis.agreement_after_drop(gaps[w100], gaps[e100]),
-                                "width1_vs_wide": analysis.agreement_after_drop(gaps[w100], gaps[w1])},
+               "after_escape": {"e2e_vs_width1": analysis.agreement_after_drop(gap[w1], gap[e1]),
+                                "e2e_vs_wide": analysis.agreement_after_drop(gap[w100], gap[e100]),
+                                "width1_vs_wide": analysis.agreement_after_drop(gap[w100], gap[w1])},
                # steps to reach each level below the escapes, as a ratio (one record of slack)
                "level_step_ratio_max": {k: float(np.max(v)) if len(v) else float("inf")
                                         for k, v in ratios.items()},
