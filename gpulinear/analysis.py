@@ -33,7 +33,8 @@ import numpy as np
 __all__ = ["DIVERGE_FACTOR", "ESCAPE", "LEVEL_FRACTIONS", "RULES", "FASTER", "SIGNIFICANT",
            "gap_curves", "steps_to", "escape_steps", "mean_log_gap", "rule_scores", "best_by",
            "refine_lrs", "lr_resolution", "speedup", "baseline_levels", "speedups",
-           "median_speedup", "level_step_ratios", "agreement_after_drop", "robust_verdict",
+           "median_speedup", "speedup_direction", "level_step_ratios", "agreement_after_drop",
+           "robust_verdict",
            "HOLDS", "NOT_HOLD", "PARTLY", "NOT_TESTABLE", "verdict"]
 
 DIVERGE_FACTOR = 1e6        # a finite loss above this x its initial loss counts as diverged
@@ -245,6 +246,14 @@ def median_speedup(rows) -> float:
     only understates it), levels neither curve reached are left out (nan if none is left)."""
     vals = [r["speedup"] for r in rows if r["kind"] != "none"]
     return float(np.median(vals)) if vals else float("nan")
+
+
+def speedup_direction(value) -> str:
+    """'faster' (above FASTER), 'slower' (below 1 / FASTER), 'neither' (between), or
+    'no progress' (nan: neither curve reached a level): the word a speed-up map reads."""
+    if value is None or not np.isfinite(value):
+        return "no progress"
+    return "faster" if value > FASTER else "slower" if value < 1 / FASTER else "neither"
 
 
 # -- agreement of two curves (Fig 2) -------------------------------------------------------------
