@@ -52,6 +52,24 @@ def judge(loss, m2, m3) -> str:
     return analysis.verdict(min(m2, m3) >= analysis.SIGNIFICANT, max(m2, m3) > analysis.FASTER)
 
 
+RULE_TEXT = {"l2": f"holds if {SLIGHT:g} <= both <= 1, partly if either is < 1",
+             "l4": f"holds if both >= {analysis.SIGNIFICANT:g}x, partly if either is > "
+                   f"{analysis.FASTER:g}x"}
+
+
+def _why(loss, runs) -> str:
+    """The numbers behind a headline: the range over variants (data x rule, refined lrs) of
+    depth 2's and 3's median speed-up over depth 1, and the rule they were judged by."""
+    rng = {}
+    for d in (2, 3):
+        v = [protocol.med(r["speedups"][f"refined {rule} {loss}"][d]) for r in runs.values()
+             for rule in RULES]
+        v = [x for x in v if np.isfinite(x)]
+        rng[d] = f"{min(v):.2g}-{max(v):.2g}x" if v else "n/a"
+    return (f"depth 2 {rng[2]}, depth 3 {rng[3]} over depth 1 across the variants "
+            f"(refined lrs; rule: {RULE_TEXT[loss]})")
+
+
 def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False, seed: int = 0,
         scale: float = 1.0):
     """scale multiplies the mode's step counts (short rate measurements)."""
@@ -100,6 +118,8 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         data["figures"].append(fig)
     data["claims"], data["evidence"] = protocol.variant_claims(
         CLAIMS, variants, lines, AXES, mode, needs="the paper's 100,000 steps (--full)")
+    for claim, loss in zip(data["claims"], CLAIMS):
+        claim["reason"] += "; " + _why(loss, data["runs"])
     data["setup"] = (f"GD, N(0, 0.01^2) init, width 1, depths 1/2/3, l2 and l4; data "
                      f"{[protocol.data_label(*d) for d in m['data']]}; lr grid {list(m['lrs'])} "
                      f"then refined around every rule's pick (9 lrs per decade, best lr known to "

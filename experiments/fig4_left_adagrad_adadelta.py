@@ -41,6 +41,28 @@ CLAIMS = {"both": "the implicit acceleration of overparameterization outperforms
           "adagrad": "[AdaGrad] is actually slower than plain gradient descent"}
 
 
+RULE_TEXT = {"both": f"holds if both > {analysis.FASTER:g}x, partly if one is",
+             "adagrad": f"holds if < 1/{analysis.FASTER:g}, partly if < 1"}
+WHY_PAIRS = {"both": ("vs AdaGrad", "vs AdaDelta"), "adagrad": ("AdaGrad vs GD",)}
+WHY_NAMES = {"vs AdaGrad": "depth-3 GD over AdaGrad", "vs AdaDelta": "over AdaDelta",
+             "AdaGrad vs GD": "AdaGrad over depth-1 GD"}
+
+
+def why(claim_key, runs) -> str:
+    """The numbers behind a headline, from the runs record (in memory or read back from the
+    JSON): the range over variants (data x rule x semantics, refined lrs) of each compared
+    speed-up, and the rule they were judged by."""
+    parts = []
+    for name in WHY_PAIRS[claim_key]:
+        v = [protocol.med(rec["speedups"][key][name]) for rec in runs.values()
+             for key in rec["speedups"] if key.startswith("refined ")]
+        v = [x for x in v if np.isfinite(x)]
+        parts.append(f"{WHY_NAMES[name]} {min(v):.2g}-{max(v):.2g}x" if v else
+                     f"{WHY_NAMES[name]} n/a")
+    return (", ".join(parts) + f" across the variants (refined lrs; rule: "
+            f"{RULE_TEXT[claim_key]})")
+
+
 def models() -> dict:
     out = {("gd", 3): dict(depth=3, loss="l4"), ("gd", 1): dict(depth=1, loss="l4")}
     for opt in ("adagrad", "adadelta"):
@@ -118,6 +140,8 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
         data["figures"].append(fig)
     data["claims"], data["evidence"] = protocol.variant_claims(
         CLAIMS, variants, lines, AXES, mode, needs="the paper's 100,000 steps (--full)")
+    for claim, key in zip(data["claims"], CLAIMS):
+        claim["reason"] += "; " + why(key, data["runs"])
     data["setup"] = (f"l4, N(0, 0.01^2) init; depth-3 GD, depth-1 GD, AdaGrad and AdaDelta on "
                      f"depth 1 each with torch.optim's and TensorFlow 1's semantics "
                      f"({ {fw: {o: semantics(fw, o) for o in ('adagrad', 'adadelta')} for fw in FRAMEWORKS} }); "

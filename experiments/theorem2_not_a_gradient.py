@@ -200,10 +200,20 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
           f"{max(r['plane_spread'] for r in rows.values()):.1e}")
     claims = [
         {"claim": CLAIMS["theorem"], "measured": theorem_text,
-         "verdict": verdict(zero_ok and all(nonzero.values()), zero_ok and any(nonzero.values()))},
+         "verdict": verdict(zero_ok and all(nonzero.values()), zero_ok and any(nonzero.values())),
+         "reason": f"the loop integral of a true gradient (N = 1) is zero to rounding "
+                   f"({'yes' if zero_ok else 'no'}, tolerance {ZERO_TOL:g}) and that of F is "
+                   f"positive on every loop for N in "
+                   f"{[N for N, ok in nonzero.items() if ok]} of {list(nonzero)}: a field with "
+                   f"a non-zero loop integral is not a gradient"},
         {"claim": CLAIMS["scaling"], "measured": scaling_text,
          "verdict": verdict(slopes_ok and leading_ok and above_bound and bound_positive,
-                            above_bound and (slopes_ok or leading_ok))},
+                            above_bound and (slopes_ok or leading_ok)),
+         "reason": f"the integral scales as R^(3-2/N) (slopes within {SLOPE_TOL:g}: "
+                   f"{'yes' if slopes_ok else 'no'}; leading term within {LEADING_TOL:g}: "
+                   f"{'yes' if leading_ok else 'no'}), stays above the proof's lower bound "
+                   f"({'yes' if above_bound else 'no'}), and that bound is positive at the "
+                   f"smallest R ({'yes' if bound_positive else 'no'})"},
     ]
     _plot(out / f"{NAME}.png", e, planes[0], radii, rows)
     data = {
