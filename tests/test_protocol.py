@@ -67,7 +67,9 @@ def test_robustness_table_and_figure(tmp_path):
                                                   "verdict": "holds"}]}, "ran", 1.0)]
     lines = robustness_lines(sections)
     rows = [row for row in lines if row.startswith("| fig3")]
-    assert len(rows) == 1 and "1 of 2" in rows[0] and "depends on data" in rows[0]
+    assert len(rows) == 2 and "1 of 2" in rows[0] and "depends on data" in rows[0]
+    # a claim with no variant run is listed too, saying it has one reading
+    assert "plain" in rows[1] and "one reading" in rows[1] and "1 of 1" in rows[1]
     assert robustness_figure(sections, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert not robustness_figure([("x", "t", {"claims": []}, "ran", 0)], tmp_path / "n.png")
