@@ -106,7 +106,17 @@ def test_robust_verdict_names_the_deciding_axis():
     split = {("z", 1): "holds", ("z", 10): "holds", ("m", 1): "does not hold",
              ("m", 10): "does not hold"}
     head, reason = A.robust_verdict(split, axes)
-    assert head == "depends on features" and "features=z" in reason
+    assert head == "depends on features" and "features=z: holds" in reason
+    assert "features=m: does not hold" in reason and "(whatever the y scale)" in reason
+    assert reason.startswith("2 of 4 variants hold")
     xor = {("z", 1): "holds", ("z", 10): "does not hold", ("m", 1): "does not hold",
            ("m", 10): "holds"}
-    assert A.robust_verdict(xor, axes)[0] == "depends on features x y scale"
+    head, reason = A.robust_verdict(xor, axes)
+    assert head == "depends on features x y scale"
+    assert "features=z/y scale=10: does not hold" in reason and "whatever" not in reason
+    mixed = {("z", 1, r): "holds" for r in "abc"} | {("m", 1, "a"): "holds",
+                                                      ("m", 1, "b"): "partly",
+                                                      ("m", 1, "c"): "partly"}
+    head, reason = A.robust_verdict(mixed, ("features", "y scale", "rule"))
+    assert head == "depends on features x rule"
+    assert "features=z/rule=a: holds" in reason and "features=m/rule=b: partly" in reason
