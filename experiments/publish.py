@@ -6,8 +6,9 @@
 Copies REPORT.md (with a header: the regenerating command, date, machine, versions), every PNG
 and each experiment's claims JSON (keys holding raw curves dropped) into DEST, writes DEST/
 claims.json (every claim of every experiment in report order) refuses to publish more than
-MAX_BYTES (raw curves, .npz, stay in the run folder), and rewrites the claims table between the
-README's markers (README_START / README_END) from the published claims.
+MAX_BYTES (raw curves, .npz, stay in the run folder), lists in REPORT.md every claim whose
+verdict differs from what DEST held before (and the date it was published), and rewrites the
+claims table between the README's markers (README_START / README_END) from the published claims.
 """
 from __future__ import annotations
 
@@ -67,12 +68,54 @@ def strip_raw(data):
     return data
 
 
+def previous(dest: Path) -> tuple[dict, str]:
+    """The claims and the publication date of what `dest` holds now ({} and "" if nothing)."""
+    try:
+        claims = json.loads((dest / "claims.json").read_text())
+        dated = [line for line in (dest / "REPORT.md").read_text().splitlines()
+                 if line.startswith("Published ")]
+    except (OSError, ValueError):
+        return {}, ""
+    return claims, (dated[0].split(" on ")[0][len("Published "):] if dated else "")
+
+
+def changes(old: dict, new: dict, old_date: str) -> list[str]:
+    """Markdown lines: every claim whose verdict differs from the previous publication (matched
+    by experiment and claim text; an old run may have judged one claim once per preprocessing,
+    hence a list of old verdicts), with the new verdict's reason.  [] if there was none."""
+    if not old:
+        return []
+    rows = []
+    for name, claims in new.items():
+        before: dict = {}
+        for c in old.get(name, []):
+            before.setdefault(c["claim"], []).append(c["verdict"])
+        for c in claims:
+            was = before.get(c["claim"])
+            if was is None:
+                rows.append(f"| {name} | {_md(c['claim'][:90])} | (new claim) | "
+                            f"**{c['verdict']}** | {_md(c.get('reason', ''))} |")
+            elif set(was) != {c["verdict"]}:
+                rows.append(f"| {name} | {_md(c['claim'][:90])} | {' / '.join(was)} | "
+                            f"**{c['verdict']}** | {_md(c.get('reason', ''))} |")
+    head = [f"## Verdicts changed since the previous publication ({old_date or 'undated'})", ""]
+    if not rows:
+        return head + ["None: every claim's verdict is the same.", ""]
+    return head + ["| experiment | claim | before | now | why (now) |", "|---|---|---|---|---|"] \
+        + rows + [""]
+
+
+def _md(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def publish(src: Path, dest: Path) -> int:
     """Copy the report of `src` into `dest` (replaced); returns the bytes written."""
     from gpulinear.report import EXPERIMENTS
     report = src / "REPORT.md"
     if not report.exists():
         raise SystemExit(f"{report} is missing: run `gpulinear reproduce --full --out {src}` first")
+    old_claims, old_date = previous(dest)
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
@@ -96,7 +139,13 @@ def publish(src: Path, dest: Path) -> int:
     header = ["<!-- published by experiments/publish.py; regenerate with the command below -->",
               f"Regenerate: `{COMMAND.format(src=src, dest=dest)}`", "",
               f"Published {time.strftime('%Y-%m-%d %H:%M')} on {machine()}; {versions()}.", ""]
-    (dest / "REPORT.md").write_text("\n".join(header) + report.read_text())
+    body = report.read_text()
+    diff = changes(old_claims, claims, old_date)
+    if diff:    # after the report's first table, before its robustness section
+        marker = "## Robustness"
+        body = (body.replace(marker, "\n".join(diff) + "\n" + marker, 1) if marker in body
+                else body + "\n" + "\n".join(diff))
+    (dest / "REPORT.md").write_text("\n".join(header) + body)
     size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     if size > MAX_BYTES:
         raise SystemExit(f"{dest} holds {size / 1e6:.1f} MB, over the {MAX_BYTES / 1e6:.0f} MB "

@@ -209,6 +209,20 @@ def test_publish_copies_report_figures_and_claims_without_raw_curves(tmp_path):
     assert "depth \\| accelerates | **holds**" in text
     assert "results/paper-length/fig3/fig3.png" in text
     assert not publish.update_readme(tmp_path / "run" / "REPORT.md", block)   # no markers
+    assert "changed since" not in (dest / "REPORT.md").read_text()   # nothing published before
+    # republished with one verdict changed and one claim added: the report lists both
+    (src / "REPORT.md").write_text("# report\n| fig3 |\n## Robustness\nrows\n")
+    moved = dict(claim, verdict="does not hold", reason="depth 2 0.8x (rule: > 1.1x)")
+    added = {"claim": "new one", "measured": "", "verdict": "holds", "reason": "r"}
+    (src / "fig3" / "fig3.json").write_text(json.dumps({"claims": [moved, added]}))
+    publish.publish(src, dest)
+    report = (dest / "REPORT.md").read_text()
+    assert "## Verdicts changed since the previous publication (" in report
+    assert report.index("changed since") < report.index("## Robustness")
+    assert "| holds | **does not hold** | depth 2 0.8x (rule: > 1.1x) |" in report
+    assert "| new one | (new claim) | **holds** |" in report
+    publish.publish(src, dest)                                          # the same again
+    assert "None: every claim's verdict is the same." in (dest / "REPORT.md").read_text()
 
 
 def test_evidence_sentence_counts_verdicts():
