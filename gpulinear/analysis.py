@@ -340,14 +340,22 @@ def robust_verdict(per_variant: dict, axes: tuple):
                   for c in itertools.combinations(varying, r) if decides(c)), tuple(varying))
     singles = [j for j in varying if decides((j,))]
     deciding = [axes[j] for j in singles] if singles else [" x ".join(axes[j] for j in combo)]
+    if len(combo) > 1 and len(combo) == len(varying) and len(per_variant) > 6:
+        # only every axis together decides: a list of many variants says little, so give the
+        # verdict counts under each value of the axis that sorts them best
+        combo = (min(varying, key=lambda j: len({(k[j], v) for k, v in per_variant.items()})),)
     by: dict = {}
     for k, v in per_variant.items():
         by.setdefault("/".join(f"{axes[j]}={k[j]}" for j in combo), []).append(v)
 
     def word(vs):
-        return vs[0] if len(set(vs)) == 1 else f"holds in {vs.count(HOLDS)} of {len(vs)}"
+        if len(set(vs)) == 1:
+            return vs[0]
+        return ", ".join(f"{w} {vs.count(w)}" for w in sorted(set(vs), key=vs.index))
     rest = [axes[j] for j in varying if j not in combo]
+    mixed = any(len(set(vs)) > 1 for vs in by.values())
     return "depends on " + " or ".join(deciding), (
         f"{sum(v == HOLDS for v in values)} of {len(values)} variants hold; "
         + "; ".join(f"{g}: {word(vs)}" for g, vs in by.items())
-        + (f" (whatever the {', '.join(rest)})" if rest else ""))
+        + (f" (whatever the {', '.join(rest)})" if rest and not mixed else
+           f" (counts over the {', '.join(rest)})" if rest else ""))
