@@ -114,7 +114,7 @@ MODES = {
 # "product" reading's step forms W_2 W_1 (3 x 0.82 GMAC more than the ~2.4 GMAC step): counted
 # as PRODUCT_COST = 2 iterations (measured 1.5x and 1.9x on this CPU under load, 2026-12-07).
 # Cost (full_cpu_iterations): 8593 x (1 + 1 + 2 + 1) main + 500 x [5 fresh lrs x (1 + 4) + 3 fresh
-# stds x 4] = 42,965 + 18,500 = 61,465 iteration-equivalents, x 0.035 s = 2,151 s = 36 min, an
+# stds x 4] = 42,965 + 18,500 = 61,465 iteration-equivalents, x 0.035 s = 2,151 s = 36 min on a quiet CPU (88 min measured on a shared one, below), an
 # upper bound: runs that diverge stop within 25 iterations (in the published run lr 0.5 for
 # both models, lr 0.1 for the overparameterized one, std 0.5: 13 x 500 fewer, ~32 min).
 # Cut: lrs 1e-5 .. 5e-4 (far too slow to move in a grid run at the tutorial's decay: mean CE
@@ -123,6 +123,10 @@ MODES = {
 # their neighbours); grid runs of 500 iterations instead of the GPU mode's 2000.
 MODES["full-cpu"] = dict(MODES["full"], grid_iterations=500, lrs=PAPER_LR_GRID[4:],
                          stds=(1e-3, 1e-2, 1e-1, 5e-1))
+# The mode is sized for a quiet CPU at the single-process rate of 2026-12-01.  Measured again on
+# 2026-12-07 (issue 16's paper-length run, one torch thread, the CPU shared with 1-4 other
+# single-thread processes): 88 CPU-min (114 min wall) for these 61,465 iteration-equivalents,
+# 0.086 s each; reproduce's estimate (report.FIXED_SECONDS) uses that shared-CPU figure.
 CPU_SECONDS_PER_ITERATION = 0.035
 PRODUCT_COST = 2.0
 COST = {"original model": 1.0, "factors": 1.0, "product": PRODUCT_COST, "original-only": 1.0}

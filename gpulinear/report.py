@@ -493,23 +493,23 @@ def evidence_sentence(what: str, verdicts: list, medians: list) -> str:
     return f"{what}: {size}; {tail}."
 
 
-# Throughput of each experiment in the published full run (results/paper-length, 2026-12-01
-# 18:23-19:05, this project's 2-core CPU, OPENBLAS_NUM_THREADS=1, the CPU engine of issue 11):
-# config-steps / wall seconds of the whole experiment (training, L*, plots).  With 2 BLAS
-# threads on shared cores CPU time per step was 4-5x larger (threads spin), hence 1 thread.
-# fig2 since issue 16 runs 24 one-config buckets (Eq 12 from each net's own product): a quick
-# run on 2026-12-07 did 0.48M config-steps in 68 CPU-s under load (7.1k per CPU-s); 10k assumed
-# for a quiet core.  atlas: its quick run's grid did 1.0M config-steps in 75 CPU-s under load
-# (13.3k per CPU-s); 15k assumed for a quiet core.
-FULL_RATES = {"fig2": 10_000, "atlas": 15_000, "fig3": 47_000, "fig4_left": 28_900, "fig4_right": 16_100,
-              "fig5_left": 32_900}
-# Experiments that are not grids of gl.train calls: seconds per mode, full: the published
-# full run's wall times rounded up (sec3 14 s, sec7 13 s, theorem2 7 s); fig5_right: its full-cpu mode
-# with one run per L2 reading, 61,465 iterations x 0.035 s (the published run's rate), ~36 min.
-FIXED_SECONDS = {"full": {"sec3": 20, "sec7": 20, "theorem2": 10, "fig5_right": 2200},
+# Throughput of each experiment in the paper-length run of issue 16 (results/paper-length,
+# 2026-12-07 07:30-09:55, this project's 2-core CPU, OPENBLAS_NUM_THREADS=1): config-steps per
+# CPU-second of its training calls (the `timings` of each experiment's JSON).  2-5 single-thread
+# processes shared the two cores for most of that run, and per-process rates were 0.35-0.6x those
+# of the single-process run of 2026-12-01 (fig3 47k, fig4_left 28.9k, fig4_right 16.1k then), so
+# on a quiet machine these estimates are pessimistic, not optimistic.  With 2 BLAS threads on
+# shared cores CPU time per step was 4-5x larger (threads spin), hence 1 thread.
+FULL_RATES = {"fig2": 10_400, "atlas": 17_700, "fig3": 27_300, "fig4_left": 16_900,
+              "fig4_right": 9_800, "fig5_left": 16_600}
+# Experiments that are not grids of gl.train calls: seconds per mode, full: the same run's wall
+# times rounded up (sec3 35 s, sec7 41 s, theorem2 12 s, under sharing); fig5_right: its full-cpu
+# mode, 88 CPU-min measured (experiments/fig5_right_mnist_cnn.py, CPU_SECONDS_PER_ITERATION).
+FIXED_SECONDS = {"full": {"sec3": 40, "sec7": 45, "theorem2": 15, "fig5_right": 5300},
                  "quick": {"sec3": 5, "sec7": 5, "theorem2": 5, "fig5_right": 300},
                  "tiny": {}}
-RATES_NOTE = "rates of the published full run, 2026-12-01 18:23, 1 BLAS thread"
+RATES_NOTE = ("2-core CPU at the rates of the paper-length run of 2026-12-07 (1 BLAS thread, "
+              "the CPU shared: pessimistic on a quiet one)")
 
 
 def blas_threads_limit(backend: str):
@@ -570,6 +570,6 @@ def estimate_lines(names, mode: str, jobs: int = 1) -> tuple[list[str], float]:
                                                             else "(seconds)"))
     total = float(sum(seconds))
     wall = "" if jobs <= 1 else f", ~{makespan(seconds, jobs) / 60:.0f} min on {jobs} processes"
-    lines.insert(0, f"estimate for this run ({mode}; quiet 2-core CPU, {RATES_NOTE}): "
+    lines.insert(0, f"estimate for this run ({mode}; {RATES_NOTE}): "
                     f"~{total / 60:.0f} min of one core{wall}")
     return lines, total
