@@ -60,12 +60,8 @@ RULE_TEXT = {"l2": f"holds if {SLIGHT:g} <= both <= 1, partly if either is < 1",
 def _why(loss, runs) -> str:
     """The numbers behind a headline: the range over variants (data x rule, refined lrs) of
     depth 2's and 3's median speed-up over depth 1, and the rule they were judged by."""
-    rng = {}
-    for d in (2, 3):
-        v = [protocol.med(r["speedups"][f"refined {rule} {loss}"][d]) for r in runs.values()
-             for rule in RULES]
-        v = [x for x in v if np.isfinite(x)]
-        rng[d] = f"{min(v):.2g}-{max(v):.2g}x" if v else "n/a"
+    rng = {d: protocol.span([protocol.med(r["speedups"][f"refined {rule} {loss}"][d])
+                             for r in runs.values() for rule in RULES]) for d in (2, 3)}
     return (f"depth 2 {rng[2]}, depth 3 {rng[3]} over depth 1 across the variants "
             f"(refined lrs; rule: {RULE_TEXT[loss]})")
 

@@ -52,13 +52,10 @@ def why(claim_key, runs) -> str:
     """The numbers behind a headline, from the runs record (in memory or read back from the
     JSON): the range over variants (data x rule x semantics, refined lrs) of each compared
     speed-up, and the rule they were judged by."""
-    parts = []
-    for name in WHY_PAIRS[claim_key]:
-        v = [protocol.med(rec["speedups"][key][name]) for rec in runs.values()
-             for key in rec["speedups"] if key.startswith("refined ")]
-        v = [x for x in v if np.isfinite(x)]
-        parts.append(f"{WHY_NAMES[name]} {min(v):.2g}-{max(v):.2g}x" if v else
-                     f"{WHY_NAMES[name]} n/a")
+    parts = [f"{WHY_NAMES[name]} " + protocol.span(
+        [protocol.med(rec["speedups"][key][name]) for rec in runs.values()
+         for key in rec["speedups"] if key.startswith("refined ")])
+        for name in WHY_PAIRS[claim_key]]
     return (", ".join(parts) + f" across the variants (refined lrs; rule: "
             f"{RULE_TEXT[claim_key]})")
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import gpulinear as gl
 from gpulinear import protocol
 from gpulinear.optim import semantics
@@ -96,11 +94,8 @@ def run(out: Path, quick: bool = True, backend: str = "auto", tiny: bool = False
                      + "; ".join(per_fw))
     claim = protocol.claim_record(CLAIM, variants, AXES, " || ".join(lines), mode=mode,
                                   needs="the paper's 100,000 steps (--full)")
-    def span(values):
-        v = [x for x in values if np.isfinite(x)]
-        return f"{min(v):.2g}-{max(v):.2g}x" if v else "n/a"
-
-    size = f"depth 2 {span(medians[2])}, depth 3 {span(medians[3])} over depth 1"
+    size = (f"depth 2 {protocol.span(medians[2])}, depth 3 {protocol.span(medians[3])} over "
+            f"depth 1")
     claim["reason"] += (f"; {size} across the variants and seeds (rule: holds if both > "
                         f"{FASTER:g}x, partly if one is)")
     return save_json(out, NAME, {

@@ -106,6 +106,12 @@ def spread(values) -> str:
     return f"{np.median(v):.2g}x" + (f" ({min(v):.2g}-{max(v):.2g})" if len(v) > 1 else "")
 
 
+def span(values) -> str:
+    """'1.7-2.2x': the range of the finite values (speed-ups over variants or seeds), or 'n/a'."""
+    v = [x for x in values if np.isfinite(x)]
+    return f"{min(v):.2g}-{max(v):.2g}x" if v else "n/a"
+
+
 def _fmt_axis(value) -> str:
     if isinstance(value, float):
         return f"y x{value:g}"

@@ -73,3 +73,8 @@ def test_robustness_table_and_figure(tmp_path):
     assert robustness_figure(sections, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000
     assert not robustness_figure([("x", "t", {"claims": []}, "ran", 0)], tmp_path / "n.png")
+
+
+def test_span_is_the_range_of_the_finite_values():
+    assert protocol.span([1.23, float("nan"), 0.5, 2.0]) == "0.5-2x"
+    assert protocol.span([float("nan")]) == "n/a" and protocol.span([]) == "n/a"
